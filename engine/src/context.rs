@@ -1,0 +1,234 @@
+//! What a running stage sees: its params' identity, its inputs, a fresh output directory, a
+//! resume directory, its threads and devices, progress reporting and cancellation.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::StageKey;
+use crate::stage::StageError;
+
+/// A published upstream artifact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Artifact {
+    pub name: String,
+    pub kind: String,
+    pub key: StageKey,
+    /// The artifact's files (read-only).
+    pub dir: PathBuf,
+}
+
+/// An external file with the digest that entered the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExternalFile {
+    pub name: String,
+    pub path: PathBuf,
+    pub digest: String,
+}
+
+/// Set by SIGINT/SIGTERM in a worker; stages poll it between units of work.
+pub static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+pub struct StageContext {
+    pub experiment: String,
+    pub variant: String,
+    pub name: String,
+    pub kind: String,
+    pub key: StageKey,
+    /// Directory of the experiment file: relative paths in params resolve against it.
+    pub experiment_dir: PathBuf,
+    /// Direct upstream artifacts, in `needs` order.
+    pub inputs: Vec<Artifact>,
+    /// Every upstream artifact, nearest first.
+    pub ancestors: Vec<Artifact>,
+    pub external: Vec<ExternalFile>,
+    /// CPU threads this stage may use.
+    pub threads: usize,
+    /// GPU indices assigned to this stage (empty: none).
+    pub devices: Vec<usize>,
+    out_dir: PathBuf,
+    resume_dir: PathBuf,
+    progress: Progress,
+    summary: Mutex<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl StageContext {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        experiment: String,
+        variant: String,
+        name: String,
+        kind: String,
+        key: StageKey,
+        experiment_dir: PathBuf,
+        inputs: Vec<Artifact>,
+        ancestors: Vec<Artifact>,
+        external: Vec<ExternalFile>,
+        threads: usize,
+        devices: Vec<usize>,
+        out_dir: PathBuf,
+        resume_dir: PathBuf,
+        progress: Progress,
+    ) -> Self {
+        StageContext {
+            experiment,
+            variant,
+            name,
+            kind,
+            key,
+            experiment_dir,
+            inputs,
+            ancestors,
+            external,
+            threads,
+            devices,
+            out_dir,
+            resume_dir,
+            progress,
+            summary: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Where the stage writes its outputs: fresh and empty, published only if the stage succeeds.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// A directory that survives a failed or killed attempt with the same key (for resuming),
+    /// and is removed once the stage's output is published.
+    pub fn resume_dir(&self) -> Result<&Path, StageError> {
+        std::fs::create_dir_all(&self.resume_dir).map_err(|e| StageError::io(&self.resume_dir, e))?;
+        Ok(&self.resume_dir)
+    }
+
+    /// The single direct upstream of `kind`.
+    pub fn input(&self, kind: &str) -> Result<&Artifact, StageError> {
+        let found: Vec<&Artifact> = self.inputs.iter().filter(|a| a.kind == kind).collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            [] => Err(StageError::msg(format!(
+                "stage `{}` needs an upstream stage of kind `{kind}`; add it to `needs`",
+                self.name
+            ))),
+            _ => Err(StageError::msg(format!("stage `{}` has several upstream stages of kind `{kind}`; keep one", self.name))),
+        }
+    }
+
+    /// Every direct upstream of `kind`.
+    pub fn inputs_of(&self, kind: &str) -> Vec<&Artifact> {
+        self.inputs.iter().filter(|a| a.kind == kind).collect()
+    }
+
+    /// The nearest upstream (direct or not) of `kind`.
+    pub fn ancestor(&self, kind: &str) -> Result<&Artifact, StageError> {
+        self.ancestors.iter().find(|a| a.kind == kind).ok_or_else(|| {
+            StageError::msg(format!("stage `{}` needs a `{kind}` stage upstream of it, and there is none", self.name))
+        })
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Returns `Err(Cancelled)` once Ctrl-C was pressed; call it between units of work.
+    pub fn check_cancelled(&self) -> Result<(), StageError> {
+        if CANCELLED.load(Ordering::Relaxed) { Err(StageError::Cancelled) } else { Ok(()) }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        CANCELLED.load(Ordering::Relaxed)
+    }
+
+    /// Adds a fact to the stage's record (shown by `pipeline explain`, kept in `record.json`).
+    pub fn set_summary(&self, key: &str, value: impl Into<serde_json::Value>) {
+        if let Ok(mut s) = self.summary.lock() {
+            s.insert(key.to_string(), value.into());
+        }
+    }
+
+    pub fn take_summary(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.summary.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default()
+    }
+}
+
+/// Progress events from a worker to `pipeline run`, one JSON line each on the worker's stdout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum WorkerEvent {
+    Progress { pos: u64, len: u64, message: String },
+    /// Another process published the key while this one waited for its lock.
+    Cached,
+    Waiting { message: String },
+    Done { seconds: f64 },
+}
+
+pub const EVENT_PREFIX: &str = "@pipeline ";
+
+/// Progress reporting of one stage: rate-limited events to the parent, or nothing.
+pub struct Progress {
+    sink: Option<Mutex<(Instant, Box<dyn Write + Send>)>>,
+    state: Mutex<(u64, u64, String)>,
+}
+
+impl Progress {
+    pub fn to_stdout() -> Progress {
+        Progress { sink: Some(Mutex::new((Instant::now() - Duration::from_secs(1), Box::new(std::io::stdout())))), state: Mutex::new((0, 0, String::new())) }
+    }
+
+    pub fn silent() -> Progress {
+        Progress { sink: None, state: Mutex::new((0, 0, String::new())) }
+    }
+
+    /// Starts a new phase of `len` units.
+    pub fn start(&self, len: u64, message: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = (0, len, message.to_string());
+        }
+        self.emit(true);
+    }
+
+    pub fn inc(&self, n: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0 = (s.0 + n).min(s.1.max(s.0 + n));
+        }
+        self.emit(false);
+    }
+
+    pub fn set(&self, pos: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0 = pos;
+        }
+        self.emit(false);
+    }
+
+    pub fn set_message(&self, message: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.2 = message.to_string();
+        }
+        self.emit(false);
+    }
+
+    fn emit(&self, force: bool) {
+        let Some(sink) = &self.sink else { return };
+        let Ok(state) = self.state.lock().map(|s| s.clone()) else { return };
+        if let Ok(mut sink) = sink.lock() {
+            let now = Instant::now();
+            if !force && now.duration_since(sink.0) < Duration::from_millis(100) && state.0 < state.1 {
+                return;
+            }
+            sink.0 = now;
+            send_event(&mut sink.1, &WorkerEvent::Progress { pos: state.0, len: state.1, message: state.2 });
+        }
+    }
+}
+
+pub fn send_event(w: &mut dyn Write, event: &WorkerEvent) {
+    if let Ok(line) = serde_json::to_string(event) {
+        let _ = writeln!(w, "{EVENT_PREFIX}{line}");
+        let _ = w.flush();
+    }
+}
