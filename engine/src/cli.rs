@@ -172,7 +172,8 @@ pub struct StagesArgs {
 
 /// Logging to stderr, filtered by `PIPELINE_LOG` (e.g. `PIPELINE_LOG=debug`).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPELINE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPELINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -221,7 +222,8 @@ pub fn report_error(e: &anyhow::Error) -> ExitCode {
 pub struct BadInput(pub String);
 
 pub fn open_store(cache: &CacheArgs) -> Result<Store> {
-    Store::open(&cache.cache_dir).with_context(|| format!("cannot open the cache directory {}", cache.cache_dir.display()))
+    Store::open(&cache.cache_dir)
+        .with_context(|| format!("cannot open the cache directory {}", cache.cache_dir.display()))
 }
 
 /// Loads and plans an experiment (`variants`: keep only these, if any).
@@ -231,7 +233,12 @@ pub fn load_plan(path: &Path, registry: &Registry, store: &Store, variants: &[St
         for v in variants {
             if !exp.variants.iter().any(|x| &x.name == v) {
                 let names: Vec<&str> = exp.variants.iter().map(|v| v.name.as_str()).collect();
-                return Err(BadInput(format!("no variant `{v}` in {}; variants: {}", path.display(), names.join(", "))).into());
+                return Err(BadInput(format!(
+                    "no variant `{v}` in {}; variants: {}",
+                    path.display(),
+                    names.join(", ")
+                ))
+                .into());
             }
         }
         exp.variants.retain(|x| variants.contains(&x.name));
@@ -261,7 +268,13 @@ fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
         None => match plan.experiment.run.get("executor").and_then(|v| v.as_str()) {
             None | Some("local") => ExecutorKind::Local,
             Some("slurm") => ExecutorKind::Slurm,
-            Some(other) => return Err(BadInput(format!("{}: [run] executor = \"{other}\": use \"local\" or \"slurm\"", a.experiment.display())).into()),
+            Some(other) => {
+                return Err(BadInput(format!(
+                    "{}: [run] executor = \"{other}\": use \"local\" or \"slurm\"",
+                    a.experiment.display()
+                ))
+                .into());
+            }
         },
     };
     let mut backend: Box<dyn Backend> = match executor {
@@ -269,7 +282,8 @@ fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
         ExecutorKind::Slurm => bail!(BadInput("the Slurm executor is not available in this build yet".into())),
     };
     let display = RunDisplay::new(a.quiet || a.json);
-    let cached = plan.jobs.iter().filter(|j| store.has(&j.key) && !j.users.iter().any(|(_, n)| a.force.contains(n))).count();
+    let cached =
+        plan.jobs.iter().filter(|j| store.has(&j.key) && !j.users.iter().any(|(_, n)| a.force.contains(n))).count();
     display.line(&format!(
         "{}: {} stage{} in {} variant{}; {} cached, {} to run ({} executor, cache {})",
         plan.experiment.name,
@@ -302,7 +316,12 @@ fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
                 if plan.variants.len() > 1 {
                     row.push(r.variant.clone());
                 }
-                row.extend([r.kind.clone(), r.status.as_str().to_string(), if r.status == Status::Ran { seconds(r.seconds) } else { String::new() }, r.key[..12].to_string()]);
+                row.extend([
+                    r.kind.clone(),
+                    r.status.as_str().to_string(),
+                    if r.status == Status::Ran { seconds(r.seconds) } else { String::new() },
+                    r.key[..12].to_string(),
+                ]);
                 row
             })
             .collect();
@@ -338,7 +357,11 @@ fn result_rows(plan: &Plan, report: &exec::RunReport) -> Vec<ResultRow> {
             let o = &report.outcomes[idx];
             // A job shared by several variants ran once; the others show it as cached.
             let first_user = &plan.jobs[idx].users[0];
-            let status = if o.status == Status::Ran && (first_user.0 != vp.variant.name || &first_user.1 != name) { Status::Cached } else { o.status };
+            let status = if o.status == Status::Ran && (first_user.0 != vp.variant.name || &first_user.1 != name) {
+                Status::Cached
+            } else {
+                o.status
+            };
             rows.push(ResultRow {
                 stage: name.clone(),
                 variant: vp.variant.name.clone(),
@@ -408,8 +431,11 @@ fn status_of(plan: &Plan, store: &Store, json: bool, force: &[String]) -> Result
     if json {
         println!("{}", serde_json::to_string_pretty(&out_json)?);
     } else {
-        let header: Vec<&str> =
-            if plan.variants.len() > 1 { vec!["stage", "variant", "kind", "status", "why"] } else { vec!["stage", "kind", "status", "why"] };
+        let header: Vec<&str> = if plan.variants.len() > 1 {
+            vec!["stage", "variant", "kind", "status", "why"]
+        } else {
+            vec!["stage", "kind", "status", "why"]
+        };
         println!("{}", table(&header, &rows));
     }
     Ok(ExitCode::SUCCESS)
@@ -432,7 +458,10 @@ fn explain_cmd(a: ExplainArgs, registry: &Registry) -> Result<ExitCode> {
                 println!("  last run: {}  (recorded {})", last.key, ago(last.recorded_unix));
                 let diffs = explain::diff(&last.inputs, &s.inputs);
                 if diffs.is_empty() {
-                    println!("  no differences: {}", if last.key == s.key { "same key" } else { "key encoding changed" });
+                    println!(
+                        "  no differences: {}",
+                        if last.key == s.key { "same key" } else { "key encoding changed" }
+                    );
                 } else {
                     println!("  differences:");
                     for d in &diffs {
@@ -443,7 +472,12 @@ fn explain_cmd(a: ExplainArgs, registry: &Registry) -> Result<ExitCode> {
                                 &new[..12]
                             ),
                             explain::Reason::InputChanged { name } => {
-                                let path = s.external.iter().find(|e| &e.name == name).map(|e| e.path.display().to_string()).unwrap_or_default();
+                                let path = s
+                                    .external
+                                    .iter()
+                                    .find(|e| &e.name == name)
+                                    .map(|e| e.path.display().to_string())
+                                    .unwrap_or_default();
                                 println!("    input file `{name}` changed ({path})");
                             }
                             other => println!("    {other}"),
@@ -497,11 +531,18 @@ fn dag(a: DagArgs, registry: &Registry) -> Result<ExitCode> {
                 }
             }
             if plan.variants.len() > 1 {
-                out.push_str(&format!("\n{} variants share this graph: {}\n", plan.variants.len(), plan.variants.iter().map(|v| v.variant.name.as_str()).collect::<Vec<_>>().join(", ")));
+                out.push_str(&format!(
+                    "\n{} variants share this graph: {}\n",
+                    plan.variants.len(),
+                    plan.variants.iter().map(|v| v.variant.name.as_str()).collect::<Vec<_>>().join(", ")
+                ));
             }
         }
         DagFormat::Dot => {
-            out.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n", plan.experiment.name));
+            out.push_str(&format!(
+                "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
+                plan.experiment.name
+            ));
             for (name, s) in &vp.stages {
                 out.push_str(&format!("  \"{name}\" [label=\"{name}\\n{}\"];\n", s.kind));
             }
@@ -600,7 +641,9 @@ fn stages(a: StagesArgs, registry: &Registry) -> Result<ExitCode> {
         Some(k) => match registry.get(k) {
             Some(s) => vec![s.clone()],
             None => {
-                let help = crate::spec::did_you_mean(k, registry.kinds()).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                let help = crate::spec::did_you_mean(k, registry.kinds())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
                 return Err(BadInput(format!("no stage kind `{k}`{help}")).into());
             }
         },
@@ -619,11 +662,19 @@ fn stages(a: StagesArgs, registry: &Registry) -> Result<ExitCode> {
         by_order.entry(0).or_default().push(s);
     }
     for s in by_order.into_values().flatten() {
-        println!("{}  (version {}){}", s.kind(), s.version(), if s.needs().is_empty() { String::new() } else { format!("  needs: {}", s.needs().join(", ")) });
+        println!(
+            "{}  (version {}){}",
+            s.kind(),
+            s.version(),
+            if s.needs().is_empty() { String::new() } else { format!("  needs: {}", s.needs().join(", ")) }
+        );
         println!("  {}", s.summary());
         let docs = s.param_docs();
         if !docs.is_empty() {
-            let rows: Vec<Vec<String>> = docs.iter().map(|d| vec![format!("  {}", d.name), d.ty.clone(), d.default.clone(), d.doc.clone()]).collect();
+            let rows: Vec<Vec<String>> = docs
+                .iter()
+                .map(|d| vec![format!("  {}", d.name), d.ty.clone(), d.default.clone(), d.doc.clone()])
+                .collect();
             println!("{}", table(&["  param", "type", "default", "doc"], &rows));
         }
         println!();

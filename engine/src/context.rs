@@ -114,7 +114,10 @@ impl StageContext {
                 "stage `{}` needs an upstream stage of kind `{kind}`; add it to `needs`",
                 self.name
             ))),
-            _ => Err(StageError::msg(format!("stage `{}` has several upstream stages of kind `{kind}`; keep one", self.name))),
+            _ => Err(StageError::msg(format!(
+                "stage `{}` has several upstream stages of kind `{kind}`; keep one",
+                self.name
+            ))),
         }
     }
 
@@ -159,11 +162,19 @@ impl StageContext {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum WorkerEvent {
-    Progress { pos: u64, len: u64, message: String },
+    Progress {
+        pos: u64,
+        len: u64,
+        message: String,
+    },
     /// Another process published the key while this one waited for its lock.
     Cached,
-    Waiting { message: String },
-    Done { seconds: f64 },
+    Waiting {
+        message: String,
+    },
+    Done {
+        seconds: f64,
+    },
 }
 
 pub const EVENT_PREFIX: &str = "@pipeline ";
@@ -176,7 +187,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn to_stdout() -> Progress {
-        Progress { sink: Some(Mutex::new((Instant::now() - Duration::from_secs(1), Box::new(std::io::stdout())))), state: Mutex::new((0, 0, String::new())) }
+        Progress {
+            sink: Some(Mutex::new((Instant::now() - Duration::from_secs(1), Box::new(std::io::stdout())))),
+            state: Mutex::new((0, 0, String::new())),
+        }
     }
 
     pub fn silent() -> Progress {

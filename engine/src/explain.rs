@@ -15,14 +15,36 @@ pub enum Reason {
     /// Same key as last time, but the output is gone (e.g. `pipeline gc`).
     OutputMissing,
     Forced,
-    KindChanged { old: String, new: String },
-    VersionChanged { old: u32, new: u32 },
-    ParamChanged { path: String, old: Option<Value>, new: Option<Value> },
-    UpstreamChanged { name: String, old: Option<String>, new: String },
-    UpstreamRemoved { name: String },
-    InputChanged { name: String },
-    InputAdded { name: String },
-    InputRemoved { name: String },
+    KindChanged {
+        old: String,
+        new: String,
+    },
+    VersionChanged {
+        old: u32,
+        new: u32,
+    },
+    ParamChanged {
+        path: String,
+        old: Option<Value>,
+        new: Option<Value>,
+    },
+    UpstreamChanged {
+        name: String,
+        old: Option<String>,
+        new: String,
+    },
+    UpstreamRemoved {
+        name: String,
+    },
+    InputChanged {
+        name: String,
+    },
+    InputAdded {
+        name: String,
+    },
+    InputRemoved {
+        name: String,
+    },
     /// The key differs for a reason no field explains (e.g. the key encoding changed).
     KeyChanged,
 }
@@ -36,7 +58,9 @@ impl fmt::Display for Reason {
             Reason::Forced => write!(f, "forced (--force)"),
             Reason::KindChanged { old, new } => write!(f, "kind changed {old} → {new}"),
             Reason::VersionChanged { old, new } => write!(f, "implementation version changed {old} → {new}"),
-            Reason::ParamChanged { path, old, new } => write!(f, "param `{path}` changed {} → {}", show(old), show(new)),
+            Reason::ParamChanged { path, old, new } => {
+                write!(f, "param `{path}` changed {} → {}", show(old), show(new))
+            }
             Reason::UpstreamChanged { name, .. } => write!(f, "upstream `{name}` changed"),
             Reason::UpstreamRemoved { name } => write!(f, "upstream `{name}` removed"),
             Reason::InputChanged { name } => write!(f, "input file `{name}` changed"),
@@ -74,7 +98,11 @@ pub fn diff(old: &KeyInputs, new: &KeyInputs) -> Vec<Reason> {
     for u in &new.upstream {
         match old.upstream.iter().find(|o| o.name == u.name) {
             Some(o) if o.key == u.key => {}
-            Some(o) => out.push(Reason::UpstreamChanged { name: u.name.clone(), old: Some(o.key.to_string()), new: u.key.to_string() }),
+            Some(o) => out.push(Reason::UpstreamChanged {
+                name: u.name.clone(),
+                old: Some(o.key.to_string()),
+                new: u.key.to_string(),
+            }),
             None => out.push(Reason::UpstreamChanged { name: u.name.clone(), old: None, new: u.key.to_string() }),
         }
     }
@@ -125,7 +153,11 @@ mod tests {
             kind: "train".into(),
             version: 1,
             params,
-            upstream: vec![UpstreamRef { name: "sample".into(), kind: "sample".into(), key: StageKey::parse(&up.repeat(64)).unwrap() }],
+            upstream: vec![UpstreamRef {
+                name: "sample".into(),
+                kind: "sample".into(),
+                key: StageKey::parse(&up.repeat(64)).unwrap(),
+            }],
             external: vec![ExternalDigest { name: "a.tiff".into(), digest: file.into() }],
         }
     }

@@ -41,7 +41,8 @@ impl StageKey {
 
     /// Parses a full 64-digit hex key (for example from a job file or a directory name).
     pub fn parse(s: &str) -> Option<StageKey> {
-        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())).then(|| StageKey(s.to_string()))
+        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+            .then(|| StageKey(s.to_string()))
     }
 }
 
@@ -80,13 +81,11 @@ pub struct KeyInputs {
 
 impl KeyInputs {
     pub fn key(&self) -> StageKey {
-        let mut upstream: Vec<Value> = self
-            .upstream
-            .iter()
-            .map(|u| serde_json::json!({"kind": u.kind, "key": u.key.as_str()}))
-            .collect();
+        let mut upstream: Vec<Value> =
+            self.upstream.iter().map(|u| serde_json::json!({"kind": u.kind, "key": u.key.as_str()})).collect();
         upstream.sort_by_key(canonical);
-        let mut external: Vec<(&str, &str)> = self.external.iter().map(|e| (e.name.as_str(), e.digest.as_str())).collect();
+        let mut external: Vec<(&str, &str)> =
+            self.external.iter().map(|e| (e.name.as_str(), e.digest.as_str())).collect();
         external.sort();
         let doc = serde_json::json!({
             "kind": self.kind,
@@ -185,7 +184,8 @@ mod tests {
 
     #[test]
     fn upstream_names_are_not_hashed_but_keys_are() {
-        let up = |name: &str, key: &str| UpstreamRef { name: name.into(), kind: "split".into(), key: StageKey(key.into()) };
+        let up =
+            |name: &str, key: &str| UpstreamRef { name: name.into(), kind: "split".into(), key: StageKey(key.into()) };
         let mut a = inputs(json!({}));
         a.upstream.push(up("split", "aa"));
         let mut b = inputs(json!({}));

@@ -55,7 +55,11 @@ fn show_default(v: &Value) -> String {
 fn type_name(root: &Value, node: &Value) -> String {
     let node = resolve(root, node);
     if let Some(values) = node.get("enum").and_then(|e| e.as_array()) {
-        return values.iter().map(|v| v.as_str().map(|s| format!("\"{s}\"")).unwrap_or(v.to_string())).collect::<Vec<_>>().join(" | ");
+        return values
+            .iter()
+            .map(|v| v.as_str().map(|s| format!("\"{s}\"")).unwrap_or(v.to_string()))
+            .collect::<Vec<_>>()
+            .join(" | ");
     }
     if let Some(c) = node.get("const") {
         return c.as_str().map(|s| format!("\"{s}\"")).unwrap_or(c.to_string());

@@ -92,7 +92,12 @@ impl Plan {
     }
 }
 
-fn plan_variant(exp: &Experiment, variant: &Variant, registry: &Registry, memo: &mut DigestMemo) -> Result<VariantPlan, SpecError> {
+fn plan_variant(
+    exp: &Experiment,
+    variant: &Variant,
+    registry: &Registry,
+    memo: &mut DigestMemo,
+) -> Result<VariantPlan, SpecError> {
     let (tables, sources) = exp.stage_tables(variant)?;
     let file = &exp.path;
     let path_of = |parts: &[&str]| -> Vec<String> { parts.iter().map(|s| s.to_string()).collect() };
@@ -110,7 +115,8 @@ fn plan_variant(exp: &Experiment, variant: &Variant, registry: &Registry, memo: 
     let mut typed: IndexMap<String, Typed> = IndexMap::new();
     for (name, t) in &tables {
         let Some(stage) = registry.get(&t.kind) else {
-            let loc = sources.value(&path_of(&["stages", name, "kind"])).or_else(|| sources.key(&path_of(&["stages", name])));
+            let loc =
+                sources.value(&path_of(&["stages", name, "kind"])).or_else(|| sources.key(&path_of(&["stages", name])));
             let mut err = SpecError::at(loc, file, format!("unknown stage kind `{}` for [stages.{name}]", t.kind));
             err = match did_you_mean(&t.kind, registry.kinds()) {
                 Some(s) => err.with_help(format!("did you mean `{s}`?")),
@@ -124,7 +130,11 @@ fn plan_variant(exp: &Experiment, variant: &Variant, registry: &Registry, memo: 
         let params = stage.resolve(&t.params).map_err(|e| {
             let mut p = path_of(&["stages", name]);
             p.extend(e.path.iter().cloned());
-            let dotted = if e.path.is_empty() { format!("[stages.{name}]") } else { format!("`stages.{name}.{}`", e.path.join(".")) };
+            let dotted = if e.path.is_empty() {
+                format!("[stages.{name}]")
+            } else {
+                format!("`stages.{name}.{}`", e.path.join("."))
+            };
             let mut err = SpecError::at(sources.key(&p), file, in_variant(format!("{dotted}: {}", e.message)));
             err.help = e.help.clone();
             err
@@ -142,16 +152,27 @@ fn plan_variant(exp: &Experiment, variant: &Variant, registry: &Registry, memo: 
     for (name, t) in &typed {
         for need in &t.needs {
             let explicit = tables[name].needs.is_some();
-            let loc = if explicit { sources.value(&path_of(&["stages", name, "needs"])) } else { sources.key(&path_of(&["stages", name])) };
+            let loc = if explicit {
+                sources.value(&path_of(&["stages", name, "needs"]))
+            } else {
+                sources.key(&path_of(&["stages", name]))
+            };
             if need == name {
                 return Err(SpecError::at(loc, file, format!("stage `{name}` needs itself")));
             }
             let Some(&from) = nodes.get(need) else {
                 let err = if explicit {
-                    let e = SpecError::at(loc, file, format!("stage `{name}` needs `{need}`, which is not a stage of this experiment"));
+                    let e = SpecError::at(
+                        loc,
+                        file,
+                        format!("stage `{name}` needs `{need}`, which is not a stage of this experiment"),
+                    );
                     match did_you_mean(need, nodes.keys().map(|s| s.as_str())) {
                         Some(s) => e.with_help(format!("did you mean `{s}`?")),
-                        None => e.with_help(format!("the stages are: {}", nodes.keys().cloned().collect::<Vec<_>>().join(", "))),
+                        None => e.with_help(format!(
+                            "the stages are: {}",
+                            nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )),
                     }
                 } else {
                     SpecError::at(
@@ -185,7 +206,11 @@ fn plan_variant(exp: &Experiment, variant: &Variant, registry: &Registry, memo: 
         })?;
         let paths: Vec<_> = inputs_list.iter().map(|i| i.path.clone()).collect();
         let digests = memo.digests(&paths).map_err(|e| {
-            SpecError::at(sources.key(&path_of(&["stages", &name])), file, format!("stage `{name}`: cannot read input {}", e))
+            SpecError::at(
+                sources.key(&path_of(&["stages", &name])),
+                file,
+                format!("stage `{name}`: cannot read input {}", e),
+            )
         })?;
         let external: Vec<ExternalFile> = inputs_list
             .into_iter()
@@ -202,7 +227,10 @@ fn plan_variant(exp: &Experiment, variant: &Variant, registry: &Registry, memo: 
             version: t.stage.version(),
             params: t.params.clone(),
             upstream,
-            external: external.iter().map(|e| ExternalDigest { name: e.name.clone(), digest: e.digest.clone() }).collect(),
+            external: external
+                .iter()
+                .map(|e| ExternalDigest { name: e.name.clone(), digest: e.digest.clone() })
+                .collect(),
         };
         // Ancestors, nearest first (breadth-first over needs).
         let mut ancestors: Vec<String> = Vec::new();

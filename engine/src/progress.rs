@@ -37,9 +37,11 @@ impl RunDisplay {
     pub fn stage_bar(&self, label: &str) -> StageBar {
         let bar = self.multi.add(ProgressBar::new_spinner());
         bar.set_style(
-            ProgressStyle::with_template("{spinner:.cyan} {prefix:<28!} {elapsed:>4} {wide_bar:.cyan/blue} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner:.cyan} {prefix:<28!} {elapsed:>4} {wide_bar:.cyan/blue} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .progress_chars("=> "),
         );
         bar.set_prefix(label.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));

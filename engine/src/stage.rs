@@ -159,7 +159,8 @@ struct Typed<S: StageDef> {
 
 impl<S: StageDef> Typed<S> {
     fn typed(&self, params: &Value) -> Result<S::Params, ParamError> {
-        serde_json::from_value(params.clone()).map_err(|e| ParamError::new(&[], format!("internal: resolved params no longer parse: {e}")))
+        serde_json::from_value(params.clone())
+            .map_err(|e| ParamError::new(&[], format!("internal: resolved params no longer parse: {e}")))
     }
 }
 
@@ -229,7 +230,8 @@ fn param_error_from_serde(path: &mut Vec<String>, message: &str) -> ParamError {
     // serde: "unknown field `lrr`, expected one of `lr`, `epochs`" (or "expected `lr`").
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default().to_string();
-        let expected: Vec<&str> = rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
+        let expected: Vec<&str> =
+            rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
         if path.last() != Some(&field) {
             path.push(field.clone());
         }
@@ -246,7 +248,8 @@ fn param_error_from_serde(path: &mut Vec<String>, message: &str) -> ParamError {
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let given = rest.split('`').next().unwrap_or_default().to_string();
-        let expected: Vec<&str> = rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
+        let expected: Vec<&str> =
+            rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
         let help = match crate::spec::did_you_mean(&given, expected.iter().copied()) {
             Some(s) => format!("did you mean `{s}`?"),
             None => format!("one of: {}", expected.join(", ")),

@@ -175,7 +175,13 @@ impl Store {
 
     /// Atomically publishes a finished entry: hashes and fsyncs its files, writes the record,
     /// renames it into `objects/`. An existing entry (a forced rerun) is replaced.
-    pub fn publish(&self, temp: TempEntry, mut record: Record, log: Option<&Path>, _lock: &KeyLock) -> Result<(), StoreError> {
+    pub fn publish(
+        &self,
+        temp: TempEntry,
+        mut record: Record,
+        log: Option<&Path>,
+        _lock: &KeyLock,
+    ) -> Result<(), StoreError> {
         let out = temp.out_dir();
         record.outputs = list_outputs(&out)?;
         if let Some(log) = log
@@ -185,7 +191,8 @@ impl Store {
             fs::copy(log, &dest).map_err(io_err(&dest))?;
         }
         let record_path = temp.dir.join("record.json");
-        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| StoreError::Corrupt { path: record_path.clone(), message: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| StoreError::Corrupt { path: record_path.clone(), message: e.to_string() })?;
         fs::write(&record_path, bytes).map_err(io_err(&record_path))?;
         fsync_tree(&temp.dir)?;
 
@@ -202,12 +209,19 @@ impl Store {
         Ok(())
     }
 
-    pub fn save_last_run(&self, experiment: &str, variant: &str, stage: &str, last: &LastRun) -> Result<(), StoreError> {
+    pub fn save_last_run(
+        &self,
+        experiment: &str,
+        variant: &str,
+        stage: &str,
+        last: &LastRun,
+    ) -> Result<(), StoreError> {
         let path = self.last_run_path(experiment, variant, stage);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        let bytes = serde_json::to_vec_pretty(last).map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(last)
+            .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
         write_atomic(&path, &bytes).map_err(io_err(&path))
     }
 
@@ -365,13 +379,26 @@ mod tests {
     use crate::key::KeyInputs;
 
     fn key(n: u8) -> StageKey {
-        KeyInputs { kind: format!("k{n}"), version: 1, params: serde_json::json!({}), upstream: vec![], external: vec![] }.key()
+        KeyInputs {
+            kind: format!("k{n}"),
+            version: 1,
+            params: serde_json::json!({}),
+            upstream: vec![],
+            external: vec![],
+        }
+        .key()
     }
 
     fn record(k: &StageKey) -> Record {
         Record {
             key: k.clone(),
-            inputs: KeyInputs { kind: "k".into(), version: 1, params: serde_json::json!({}), upstream: vec![], external: vec![] },
+            inputs: KeyInputs {
+                kind: "k".into(),
+                version: 1,
+                params: serde_json::json!({}),
+                upstream: vec![],
+                external: vec![],
+            },
             experiment: "e".into(),
             variant: "default".into(),
             stage: "s".into(),

@@ -36,11 +36,20 @@ pub struct Launch<'a> {
 }
 
 pub enum ExecEvent {
-    Worker { idx: usize, event: WorkerEvent },
+    Worker {
+        idx: usize,
+        event: WorkerEvent,
+    },
     /// The worker ended; `code` is its exit code (128 + signal when killed).
-    Exited { idx: usize, code: Option<i32> },
+    Exited {
+        idx: usize,
+        code: Option<i32>,
+    },
     /// The back-end knows why the worker failed (e.g. a Slurm job state).
-    Failed { idx: usize, message: String },
+    Failed {
+        idx: usize,
+        message: String,
+    },
     Interrupt,
 }
 
@@ -129,11 +138,16 @@ pub fn label(plan: &Plan, variant: &str, stage: &str) -> String {
 }
 
 /// Runs every job of `plan` that is not cached.
-pub fn execute(plan: &Plan, store: &Store, backend: &mut dyn Backend, opts: &RunOptions, display: &RunDisplay) -> RunReport {
+pub fn execute(
+    plan: &Plan,
+    store: &Store,
+    backend: &mut dyn Backend,
+    opts: &RunOptions,
+    display: &RunDisplay,
+) -> RunReport {
     let n = plan.jobs.len();
-    let forced: HashSet<usize> = (0..n)
-        .filter(|&i| plan.jobs[i].users.iter().any(|(_, name)| opts.force.contains(name)))
-        .collect();
+    let forced: HashSet<usize> =
+        (0..n).filter(|&i| plan.jobs[i].users.iter().any(|(_, name)| opts.force.contains(name))).collect();
     let (tx, rx) = interrupts().clone();
     let mut states: Vec<State> = Vec::with_capacity(n);
     for (i, job) in plan.jobs.iter().enumerate() {
@@ -143,7 +157,8 @@ pub fn execute(plan: &Plan, store: &Store, backend: &mut dyn Backend, opts: &Run
             states.push(State::Pending);
         }
     }
-    let wants_gpu = plan.jobs.iter().enumerate().any(|(i, j)| matches!(states[i], State::Pending) && j.stage.resources.gpus > 0);
+    let wants_gpu =
+        plan.jobs.iter().enumerate().any(|(i, j)| matches!(states[i], State::Pending) && j.stage.resources.gpus > 0);
     let gpu_total = if wants_gpu { opts.gpus.unwrap_or_else(detect_gpus) } else { 0 };
     let mut free_gpus: Vec<usize> = (0..gpu_total).collect();
     let jobs = opts.jobs.max(1);
@@ -161,8 +176,14 @@ pub fn execute(plan: &Plan, store: &Store, backend: &mut dyn Backend, opts: &Run
                     continue;
                 }
                 let deps = &plan.jobs[i].deps;
-                if deps.iter().any(|&d| matches!(&states[d], State::Done(o) if o.status != Status::Cached && o.status != Status::Ran)) {
-                    states[i] = State::Done(JobOutcome { status: Status::Skipped, seconds: 0.0, message: Some("an upstream stage failed".into()) });
+                if deps.iter().any(
+                    |&d| matches!(&states[d], State::Done(o) if o.status != Status::Cached && o.status != Status::Ran),
+                ) {
+                    states[i] = State::Done(JobOutcome {
+                        status: Status::Skipped,
+                        seconds: 0.0,
+                        message: Some("an upstream stage failed".into()),
+                    });
                     progressed = true;
                     continue;
                 }
@@ -179,7 +200,11 @@ pub fn execute(plan: &Plan, store: &Store, backend: &mut dyn Backend, opts: &Run
                 if backend.limits_slots() && want_gpus > free_gpus.len() {
                     continue;
                 }
-                let devices: Vec<usize> = if backend.limits_slots() { free_gpus.drain(..want_gpus).collect() } else { (0..res.gpus).collect() };
+                let devices: Vec<usize> = if backend.limits_slots() {
+                    free_gpus.drain(..want_gpus).collect()
+                } else {
+                    (0..res.gpus).collect()
+                };
                 let s = &job.stage;
                 let lbl = label(plan, &s.variant, &s.name);
                 let outcome = (|| -> Result<State, String> {
@@ -191,10 +216,24 @@ pub fn execute(plan: &Plan, store: &Store, backend: &mut dyn Backend, opts: &Run
                     let bar = display.stage_bar(&lbl);
                     bar.message("starting");
                     backend.launch(
-                        Launch { idx: i, exe: &exe, job_file: &job_path, job: &file, log: &log, threads: cpus, resources: res },
+                        Launch {
+                            idx: i,
+                            exe: &exe,
+                            job_file: &job_path,
+                            job: &file,
+                            log: &log,
+                            threads: cpus,
+                            resources: res,
+                        },
                         &tx,
                     )?;
-                    Ok(State::Running { bar, start: Instant::now(), cpus, gpus: devices.clone(), cached_by_other: false })
+                    Ok(State::Running {
+                        bar,
+                        start: Instant::now(),
+                        cpus,
+                        gpus: devices.clone(),
+                        cached_by_other: false,
+                    })
                 })();
                 match outcome {
                     Ok(state) => {
@@ -206,7 +245,8 @@ pub fn execute(plan: &Plan, store: &Store, backend: &mut dyn Backend, opts: &Run
                     Err(message) => {
                         free_gpus.extend(devices);
                         display.line(&format!("  failed   {lbl}: {message}"));
-                        states[i] = State::Done(JobOutcome { status: Status::Failed, seconds: 0.0, message: Some(message) });
+                        states[i] =
+                            State::Done(JobOutcome { status: Status::Failed, seconds: 0.0, message: Some(message) });
                         if opts.fail_fast {
                             stopping = true;
                         }
@@ -242,7 +282,19 @@ pub fn execute(plan: &Plan, store: &Store, backend: &mut dyn Backend, opts: &Run
                 }
             }
             ExecEvent::Failed { idx, message } => {
-                finish(idx, Some(message), None, plan, store, &mut states, &mut free_cpus, &mut free_gpus, backend, display, interrupted);
+                finish(
+                    idx,
+                    Some(message),
+                    None,
+                    plan,
+                    store,
+                    &mut states,
+                    &mut free_cpus,
+                    &mut free_gpus,
+                    backend,
+                    display,
+                    interrupted,
+                );
                 if opts.fail_fast && !stopping {
                     stopping = true;
                     backend.cancel(false);
@@ -252,7 +304,19 @@ pub fn execute(plan: &Plan, store: &Store, backend: &mut dyn Backend, opts: &Run
                 if !matches!(states[idx], State::Running { .. }) {
                     continue;
                 }
-                let failed = finish(idx, None, code, plan, store, &mut states, &mut free_cpus, &mut free_gpus, backend, display, interrupted);
+                let failed = finish(
+                    idx,
+                    None,
+                    code,
+                    plan,
+                    store,
+                    &mut states,
+                    &mut free_cpus,
+                    &mut free_gpus,
+                    backend,
+                    display,
+                    interrupted,
+                );
                 if failed && opts.fail_fast && !stopping {
                     stopping = true;
                     display.line("--fail-fast: stopping the other running stages");

@@ -65,7 +65,10 @@ pub fn run_job(registry: &Registry, job: &JobFile) -> Result<(), StageError> {
     let lock = match store.try_lock(&job.key).map_err(StageError::domain)? {
         Some(l) => l,
         None => {
-            send_event(&mut out, &WorkerEvent::Waiting { message: "another run is computing this stage; waiting for it".into() });
+            send_event(
+                &mut out,
+                &WorkerEvent::Waiting { message: "another run is computing this stage; waiting for it".into() },
+            );
             tracing::info!("waiting for another process that holds the lock of {}", job.key);
             let l = store.lock(&job.key).map_err(StageError::domain)?;
             if store.has(&job.key) {

@@ -35,7 +35,10 @@ fn load_with_bases(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Document, Sp
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     if chain.contains(&canonical) {
         let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
-        return Err(SpecError::new(path, format!("`extends` forms a loop: {} → {}", names.join(" → "), path.display())));
+        return Err(SpecError::new(
+            path,
+            format!("`extends` forms a loop: {} → {}", names.join(" → "), path.display()),
+        ));
     }
     chain.push(canonical);
     let file = read_source(path).map_err(|e| {
@@ -47,15 +50,15 @@ fn load_with_bases(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Document, Sp
     let mut files = vec![path.to_path_buf()];
 
     // The experiment's own `extends` is read from the [experiment] table.
-    let extends = table
-        .get("experiment")
-        .and_then(|e| e.as_table())
-        .and_then(|e| e.get("extends"))
-        .cloned();
+    let extends = table.get("experiment").and_then(|e| e.as_table()).and_then(|e| e.get("extends")).cloned();
     if let Some(extends) = extends {
         let key_path = vec!["experiment".to_string(), "extends".to_string()];
         let Some(base_rel) = extends.as_str() else {
-            return Err(SpecError::at(sources.value(&key_path), path, "`extends` must be a string: the path of a base experiment file"));
+            return Err(SpecError::at(
+                sources.value(&key_path),
+                path,
+                "`extends` must be a string: the path of a base experiment file",
+            ));
         };
         let base_path = path.parent().unwrap_or(Path::new(".")).join(base_rel);
         if !base_path.exists() {

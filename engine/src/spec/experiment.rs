@@ -64,14 +64,22 @@ impl Experiment {
             if let Some(v) = document.table.get(*key)
                 && !v.is_table()
             {
-                return Err(SpecError::at(at(&[key]).as_ref(), &file, format!("`{key}` must be a table, e.g. [{key}]")));
+                return Err(SpecError::at(
+                    at(&[key]).as_ref(),
+                    &file,
+                    format!("`{key}` must be a table, e.g. [{key}]"),
+                ));
             }
         }
 
         let exp = document.table.get("experiment").and_then(|v| v.as_table()).cloned().unwrap_or_default();
         for key in exp.keys() {
             if !EXPERIMENT_KEYS.contains(&key.as_str()) {
-                let mut err = SpecError::at(at(&["experiment", key]).as_ref(), &file, format!("unknown key `{key}` in [experiment]"));
+                let mut err = SpecError::at(
+                    at(&["experiment", key]).as_ref(),
+                    &file,
+                    format!("unknown key `{key}` in [experiment]"),
+                );
                 if let Some(s) = did_you_mean(key, EXPERIMENT_KEYS.iter().copied()) {
                     err = err.with_help(format!("did you mean `{s}`?"));
                 }
@@ -82,7 +90,11 @@ impl Experiment {
             match exp.get(key) {
                 None => Ok(None),
                 Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(SpecError::at(at(&["experiment", key]).as_ref(), &file, format!("`experiment.{key}` must be a string"))),
+                Some(_) => Err(SpecError::at(
+                    at(&["experiment", key]).as_ref(),
+                    &file,
+                    format!("`experiment.{key}` must be a string"),
+                )),
             }
         };
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "experiment".into());
@@ -103,9 +115,11 @@ impl Experiment {
             .map(|t| t.keys().cloned().collect())
             .unwrap_or_default();
         if stage_names.is_empty() {
-            return Err(SpecError::new(&file, "the experiment has no stages").with_help("add tables such as [stages.dataset] and [stages.split]"));
+            return Err(SpecError::new(&file, "the experiment has no stages")
+                .with_help("add tables such as [stages.dataset] and [stages.split]"));
         }
-        let variants = sweep::expand(document.table.get("sweep").and_then(|s| s.as_table()), sources, &file, &stage_names)?;
+        let variants =
+            sweep::expand(document.table.get("sweep").and_then(|s| s.as_table()), sources, &file, &stage_names)?;
         let mut seen = BTreeSet::new();
         for v in &variants {
             if !seen.insert(v.name.clone()) {
@@ -115,7 +129,11 @@ impl Experiment {
 
         let run = document.table.get("run").and_then(|v| v.as_table()).cloned().unwrap_or_default();
         let slurm = document.table.get("slurm").and_then(|v| v.as_table()).cloned();
-        let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new(".")).to_path_buf();
+        let dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         Ok(Experiment { path: file, dir, name, description, document, variants, run, slurm })
     }
 
@@ -145,7 +163,11 @@ impl Experiment {
             let here = |k: &str| sources.key(&["stages".to_string(), name.clone(), k.to_string()]).cloned();
             let table_loc = sources.key(&["stages".to_string(), name.clone()]).cloned();
             let toml::Value::Table(mut params) = value else {
-                return Err(SpecError::at(table_loc.as_ref(), &self.path, format!("`stages.{name}` must be a table: [stages.{name}]")));
+                return Err(SpecError::at(
+                    table_loc.as_ref(),
+                    &self.path,
+                    format!("`stages.{name}` must be a table: [stages.{name}]"),
+                ));
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 return Err(SpecError::at(
@@ -157,7 +179,13 @@ impl Experiment {
             let kind = match params.remove("kind") {
                 None => name.clone(),
                 Some(toml::Value::String(k)) => k,
-                Some(_) => return Err(SpecError::at(here("kind").as_ref(), &self.path, "`kind` must be a string naming a stage kind")),
+                Some(_) => {
+                    return Err(SpecError::at(
+                        here("kind").as_ref(),
+                        &self.path,
+                        "`kind` must be a string naming a stage kind",
+                    ));
+                }
             };
             let needs = match params.remove("needs") {
                 None => None,
@@ -167,14 +195,24 @@ impl Experiment {
                         match item {
                             toml::Value::String(s) => names.push(s),
                             _ => {
-                                return Err(SpecError::at(here("needs").as_ref(), &self.path, "`needs` must be a list of stage names"));
+                                return Err(SpecError::at(
+                                    here("needs").as_ref(),
+                                    &self.path,
+                                    "`needs` must be a list of stage names",
+                                ));
                             }
                         }
                     }
                     Some(names)
                 }
                 Some(toml::Value::String(s)) => Some(vec![s]),
-                Some(_) => return Err(SpecError::at(here("needs").as_ref(), &self.path, "`needs` must be a list of stage names")),
+                Some(_) => {
+                    return Err(SpecError::at(
+                        here("needs").as_ref(),
+                        &self.path,
+                        "`needs` must be a list of stage names",
+                    ));
+                }
             };
             out.insert(name.clone(), StageTable { name, kind, needs, params });
         }

@@ -94,12 +94,7 @@ impl SourceMap {
     }
 }
 
-fn walk_table(
-    file: &Arc<SourceFile>,
-    table: &toml::de::DeTable<'_>,
-    path: &mut Vec<String>,
-    map: &mut SourceMap,
-) {
+fn walk_table(file: &Arc<SourceFile>, table: &toml::de::DeTable<'_>, path: &mut Vec<String>, map: &mut SourceMap) {
     for (k, v) in table.iter() {
         path.push(k.get_ref().to_string());
         map.insert(path, file.location(k.span().start), file.location(v.span().start));
@@ -108,12 +103,7 @@ fn walk_table(
     }
 }
 
-fn walk_value(
-    file: &Arc<SourceFile>,
-    value: &toml::de::DeValue<'_>,
-    path: &mut Vec<String>,
-    map: &mut SourceMap,
-) {
+fn walk_value(file: &Arc<SourceFile>, value: &toml::de::DeValue<'_>, path: &mut Vec<String>, map: &mut SourceMap) {
     match value {
         toml::de::DeValue::Table(t) => walk_table(file, t, path, map),
         toml::de::DeValue::Array(items) => {
@@ -153,10 +143,8 @@ mod tests {
 
     #[test]
     fn spans_of_nested_keys_are_indexed() {
-        let f = Arc::new(SourceFile::new(
-            "e.toml".into(),
-            "[stages.train]\nlr = 1e-4\n\n[stages.nms]\niou = 0.4\n".into(),
-        ));
+        let f =
+            Arc::new(SourceFile::new("e.toml".into(), "[stages.train]\nlr = 1e-4\n\n[stages.nms]\niou = 0.4\n".into()));
         let map = SourceMap::index_document(&f);
         let p = |s: &str| s.split('.').map(String::from).collect::<Vec<_>>();
         assert_eq!(map.key(&p("stages.train.lr")).unwrap().line, 2);

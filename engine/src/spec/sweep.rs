@@ -99,7 +99,11 @@ pub fn expand(
             }
             "variants" => {
                 let table = v.as_table().ok_or_else(|| {
-                    SpecError::at(here(&["sweep", "variants"]).as_ref(), file, "`variants` must be a table of named variants")
+                    SpecError::at(
+                        here(&["sweep", "variants"]).as_ref(),
+                        file,
+                        "`variants` must be a table of named variants",
+                    )
                 })?;
                 for (name, overrides) in table {
                     let Some(overrides) = overrides.as_table() else {
@@ -145,7 +149,11 @@ pub fn expand(
                         ));
                     };
                     if values.is_empty() {
-                        return Err(SpecError::at(loc.as_ref(), file, format!("swept key `{}` has no values", path.join("."))));
+                        return Err(SpecError::at(
+                            loc.as_ref(),
+                            file,
+                            format!("swept key `{}` has no values", path.join(".")),
+                        ));
                     }
                     check_target(&path, loc.as_ref(), file, stage_names)?;
                     axes.push(Axis { key: path.join("."), path, values: values.clone(), location: loc });
@@ -166,17 +174,26 @@ pub fn expand(
                 let help = did_you_mean(key, axes.iter().map(|a| a.key.as_str()))
                     .map(|s| format!("did you mean `{s}`?"))
                     .unwrap_or_else(|| "every key in a zip group must also be a swept key in [sweep]".into());
-                return Err(SpecError::at(here(&["sweep", "zip"]).as_ref(), file, format!("zip names `{key}`, which is not swept"))
-                    .with_help(help));
+                return Err(SpecError::at(
+                    here(&["sweep", "zip"]).as_ref(),
+                    file,
+                    format!("zip names `{key}`, which is not swept"),
+                )
+                .with_help(help));
             };
             if !zipped.insert(i) {
-                return Err(SpecError::at(here(&["sweep", "zip"]).as_ref(), file, format!("`{key}` is in two zip groups")));
+                return Err(SpecError::at(
+                    here(&["sweep", "zip"]).as_ref(),
+                    file,
+                    format!("`{key}` is in two zip groups"),
+                ));
             }
             idx.push(i);
         }
         let len = axes[idx[0]].values.len();
         if idx.iter().any(|&i| axes[i].values.len() != len) {
-            let lens: Vec<String> = idx.iter().map(|&i| format!("{} has {}", axes[i].key, axes[i].values.len())).collect();
+            let lens: Vec<String> =
+                idx.iter().map(|&i| format!("{} has {}", axes[i].key, axes[i].values.len())).collect();
             return Err(SpecError::at(
                 here(&["sweep", "zip"]).as_ref(),
                 file,
@@ -223,7 +240,11 @@ pub fn expand(
             sorted.sort();
             for (i, j) in sorted {
                 let a = &axes[i];
-                overrides.push(Override { path: a.path.clone(), value: a.values[j].clone(), location: a.location.clone() });
+                overrides.push(Override {
+                    path: a.path.clone(),
+                    value: a.values[j].clone(),
+                    location: a.location.clone(),
+                });
                 swept.push(SweptValue { key: a.key.clone(), value: a.values[j].clone() });
                 parts.push(format!("{}={}", labels[i], display_value(&a.values[j])));
             }
@@ -272,16 +293,31 @@ fn check_target(
 ) -> Result<(), SpecError> {
     let dotted = path.join(".");
     if path.len() < 3 || path[0] != "stages" {
-        return Err(SpecError::at(loc, file, format!("swept key `{dotted}` must name a stage parameter: `stages.NAME.PARAM`")));
+        return Err(SpecError::at(
+            loc,
+            file,
+            format!("swept key `{dotted}` must name a stage parameter: `stages.NAME.PARAM`"),
+        ));
     }
     if !stage_names.contains(&path[1]) {
         let help = did_you_mean(&path[1], stage_names.iter().map(|s| s.as_str()))
             .map(|s| format!("did you mean `stages.{s}`?"))
-            .unwrap_or_else(|| format!("the stages are: {}", stage_names.iter().cloned().collect::<Vec<_>>().join(", ")));
-        return Err(SpecError::at(loc, file, format!("swept key `{dotted}` names stage `{}`, which does not exist", path[1])).with_help(help));
+            .unwrap_or_else(|| {
+                format!("the stages are: {}", stage_names.iter().cloned().collect::<Vec<_>>().join(", "))
+            });
+        return Err(SpecError::at(
+            loc,
+            file,
+            format!("swept key `{dotted}` names stage `{}`, which does not exist", path[1]),
+        )
+        .with_help(help));
     }
     if path[2] == "kind" || path[2] == "needs" {
-        return Err(SpecError::at(loc, file, format!("`{dotted}` cannot be swept: sweeps change parameters, not the shape of the DAG")));
+        return Err(SpecError::at(
+            loc,
+            file,
+            format!("`{dotted}` cannot be swept: sweeps change parameters, not the shape of the DAG"),
+        ));
     }
     Ok(())
 }
@@ -340,7 +376,8 @@ mod tests {
 
     #[test]
     fn axes_multiply_in_written_order() {
-        let v = expand_text("[sweep]\n\"stages.train.lr\" = [1e-4, 3e-4]\n\"stages.train.epochs\" = [10, 50]\n").unwrap();
+        let v =
+            expand_text("[sweep]\n\"stages.train.lr\" = [1e-4, 3e-4]\n\"stages.train.epochs\" = [10, 50]\n").unwrap();
         assert_eq!(names(&v), ["lr=1e-4,epochs=10", "lr=1e-4,epochs=50", "lr=3e-4,epochs=10", "lr=3e-4,epochs=50"]);
         assert_eq!(v[3].swept[0], SweptValue { key: "stages.train.lr".into(), value: toml::Value::Float(3e-4) });
     }
