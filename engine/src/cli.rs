@@ -281,6 +281,7 @@ fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
         ExecutorKind::Local => Box::new(exec::local::LocalBackend::new()),
         ExecutorKind::Slurm => bail!(BadInput("the Slurm executor is not available in this build yet".into())),
     };
+    store.clean_stale();
     let display = RunDisplay::new(a.quiet || a.json);
     let cached =
         plan.jobs.iter().filter(|j| store.has(&j.key) && !j.users.iter().any(|(_, n)| a.force.contains(n))).count();

@@ -34,6 +34,15 @@ impl RunDisplay {
         }
     }
 
+    /// Always shown (also with `--quiet` and `--json`, on stderr): failures must never be silent.
+    pub fn error(&self, text: &str) {
+        if self.terminal {
+            let _ = self.multi.println(text);
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
     pub fn stage_bar(&self, label: &str) -> StageBar {
         let bar = self.multi.add(ProgressBar::new_spinner());
         bar.set_style(

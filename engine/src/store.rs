@@ -165,6 +165,20 @@ impl Store {
         }
     }
 
+    /// Removes every temporary entry whose key nobody holds (left by killed runs, possibly of
+    /// keys no experiment uses any more). Cheap when `tmp/` is empty, as it almost always is.
+    pub fn clean_stale(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.split('.').next().and_then(StageKey::parse) else { continue };
+            if let Ok(Some(lock)) = self.try_lock(&key) {
+                let _ = fs::remove_dir_all(e.path());
+                drop(lock);
+            }
+        }
+    }
+
     /// A fresh temporary entry for `key`, with an empty `out/`. Call with the key's lock held.
     pub fn new_temp(&self, key: &StageKey, _lock: &KeyLock) -> Result<TempEntry, StoreError> {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -244,7 +244,7 @@ pub fn execute(
                     }
                     Err(message) => {
                         free_gpus.extend(devices);
-                        display.line(&format!("  failed   {lbl}: {message}"));
+                        display.error(&format!("  failed    {lbl}: {message}"));
                         states[i] =
                             State::Done(JobOutcome { status: Status::Failed, seconds: 0.0, message: Some(message) });
                         if opts.fail_fast {
@@ -406,10 +406,10 @@ fn finish(
         Status::Cached => display.line(&format!("  cached    {lbl:<30} {:>9}  {key} (computed by another run)", "")),
         Status::Cancelled => display.line(&format!("  cancelled {lbl}")),
         _ => {
-            display.line(&format!("  failed    {lbl:<30} {:>9}  {key}", seconds(secs)));
+            display.error(&format!("  failed    {lbl:<30} {:>9}  {key}", seconds(secs)));
             if let Some(m) = &outcome.message {
                 for l in m.lines() {
-                    display.line(&format!("      │ {l}"));
+                    display.error(&format!("      │ {l}"));
                 }
             }
         }
