@@ -1,1 +1,33 @@
+//! Synthetic MIDOG 2021-like datasets: tiled H&E TIFFs from four simulated scanners plus
+//! MIDOG.json, realistic enough to train and score a mitosis detector end to end and to show
+//! the domain shift between scanners. See docs/synthetic-data.md for the generative model.
 
+pub mod appearance;
+pub mod baseline;
+pub mod cell_drawing;
+pub mod config;
+pub mod dataset;
+pub mod error;
+pub mod hash_noise;
+pub mod imposter;
+pub mod mitosis;
+pub mod nucleus;
+pub mod render;
+pub mod scanner_profile;
+pub mod scene;
+pub mod stain;
+pub mod tiff_reader;
+pub mod tiff_writer;
+pub mod tissue;
+
+pub use appearance::{AppearanceStats, CropStats, appearance_stats, crop_stats, dataset_appearance};
+pub use config::{Compression, SynthConfig};
+pub use dataset::{SynthSummary, SyntheticTruth, generate, render_image};
+pub use error::SynthError;
+pub use scanner_profile::ScannerProfile;
+pub use scene::{ImagePlan, ImageScene, TruthClass, TruthObject, plan_images};
+pub use tiff_reader::{RgbImage, read_rgb_tiff};
+
+/// Version of the generator's output: bump it whenever the same config and seed produce
+/// different files, so cached synthetic datasets (and everything trained on them) are rebuilt.
+pub const GENERATOR_VERSION: u32 = 1;
