@@ -13,6 +13,7 @@ pub mod explain;
 pub mod filedigest;
 pub mod key;
 mod paramdoc;
+mod schema_check;
 pub mod plan;
 pub mod progress;
 pub mod record;

@@ -189,6 +189,10 @@ impl<S: StageDef> Stage for Typed<S> {
         crate::paramdoc::docs_from_schema(schema.as_value(), &defaults)
     }
     fn resolve(&self, raw: &toml::Table) -> Result<Value, ParamError> {
+        let schema = schemars::schema_for!(S::Params);
+        if let Some(e) = crate::schema_check::unknown_key(raw, schema.as_value()) {
+            return Err(e);
+        }
         let typed: S::Params = serde_path_to_error::deserialize(toml::Value::Table(raw.clone())).map_err(|e| {
             let mut path: Vec<String> = e
                 .path()

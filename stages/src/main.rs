@@ -1,1 +1,27 @@
-fn main() {}
+//! `pipeline`: declarative mitosis-detection experiments. This front end never loads libtorch;
+//! commands and stages that need it run in the sibling `pipeline-torch`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use stages::cli::{BenchCommand, Cli, Command, forward_to_torch_worker};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let registry = stages::registry();
+    let result = match cli.command {
+        Command::Engine(cmd) => return engine::cli::execute(cmd, &registry),
+        Command::Detect(_) | Command::Bench(BenchCommand::Train(_)) | Command::Bench(BenchCommand::Infer(_)) => {
+            return forward_to_torch_worker();
+        }
+        Command::Inspect(a) => stages::cli::inspect::run(a),
+        Command::Synth(a) => stages::cli::synth::run(a),
+        Command::Score(a) => stages::cli::score::run(a),
+        Command::Export(a) => stages::cli::export::run(a, &registry),
+        Command::Bench(BenchCommand::Loader(a)) => stages::cli::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => engine::cli::report_error(&e),
+    }
+}

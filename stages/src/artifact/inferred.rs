@@ -1,0 +1,53 @@
+//! `images.json`: the images an inference covered (validation and test), with what scoring
+//! needs to know about each. Written by tile_infer, carried on by nms.
+
+use std::path::Path;
+
+use engine::StageError;
+use serde::{Deserialize, Serialize};
+
+pub const FILE: &str = "images.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Val,
+    Test,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Val => "val",
+            Role::Test => "test",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferredImage {
+    pub id: u32,
+    pub file_name: String,
+    pub role: Role,
+    pub scanner: String,
+    pub um_per_px: f64,
+    pub width: u32,
+    pub height: u32,
+    pub tiles: u32,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferredImages {
+    pub images: Vec<InferredImage>,
+}
+
+impl InferredImages {
+    pub fn load(dir: &Path) -> Result<InferredImages, StageError> {
+        super::read_json(&dir.join(FILE))
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), StageError> {
+        super::write_json(&dir.join(FILE), self)
+    }
+}

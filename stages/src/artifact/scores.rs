@@ -1,0 +1,74 @@
+//! The score stage's outputs that later stages (report, export) read.
+
+use std::path::Path;
+
+use engine::StageError;
+use serde::{Deserialize, Serialize};
+
+pub const SCORES_FILE: &str = "scores.json";
+pub const METRICS_FILE: &str = "metrics.parquet";
+pub const PER_IMAGE_FILE: &str = "per_image.parquet";
+
+/// TP/FP/FN and derived metrics of a group of images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupScore {
+    /// `val` or `test`.
+    pub split: String,
+    /// A scanner name, or `all`.
+    pub scanner: String,
+    pub images: usize,
+    pub tp: u64,
+    pub fp: u64,
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// Average precision over all thresholds (`None` without ground truth).
+    pub ap: Option<f64>,
+    /// Precision–recall curve `(recall, precision)` for plots.
+    pub pr_curve: Vec<(f64, f64)>,
+    /// F1 against threshold `(threshold, f1)` for plots.
+    pub f1_curve: Vec<(f64, f64)>,
+}
+
+/// One image's result at the chosen threshold, with every detection's outcome for galleries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageScore {
+    pub id: u32,
+    pub file_name: String,
+    pub split: String,
+    pub scanner: String,
+    pub um_per_px: f64,
+    pub tp: u64,
+    pub fp: u64,
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+    /// Ground-truth centres, and the detection each claimed (`None`: missed).
+    pub ground_truth: Vec<(f64, f64, Option<usize>)>,
+    /// Detections above the threshold: x, y, score, true positive or not.
+    pub detections: Vec<(f64, f64, f64, bool)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// The detection threshold applied to the test images (`score > threshold`).
+    pub threshold: f64,
+    /// How it was chosen: `best-on-val` or `fixed`.
+    pub threshold_rule: String,
+    /// Validation F1 at that threshold (`None` without validation images).
+    pub val_f1: Option<f64>,
+    pub radius_um: f64,
+    pub groups: Vec<GroupScore>,
+    pub images: Vec<ImageScore>,
+}
+
+impl Scores {
+    pub fn load(dir: &Path) -> Result<Scores, StageError> {
+        super::read_json(&dir.join(SCORES_FILE))
+    }
+
+    pub fn group(&self, split: &str, scanner: &str) -> Option<&GroupScore> {
+        self.groups.iter().find(|g| g.split == split && g.scanner == scanner)
+    }
+}

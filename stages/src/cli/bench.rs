@@ -1,0 +1,99 @@
+//! `pipeline bench loader`: patches/s of the patch loader, side by side with an openslide-python
+//! + numpy loader doing the same work (stages/data/bench/openslide_loader.py).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use midog_data::loader::{LoaderBenchConfig, bench_loader};
+
+#[derive(Args, Debug)]
+pub struct LoaderBenchArgs {
+    /// TIFF files, or a dataset directory (every *.tif / *.tiff in it).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Thread counts to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    #[arg(long, default_value_t = 40)]
+    pub batches: usize,
+    #[arg(long, default_value_t = 12)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 512)]
+    pub patch_size: u32,
+    /// Also run the openslide + numpy baseline with this Python (needs openslide-python, numpy, pillow).
+    #[arg(long, value_name = "PYTHON")]
+    pub python: Option<PathBuf>,
+}
+
+fn files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for i in inputs {
+        if i.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(i)
+                .with_context(|| format!("reading {}", i.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "tif" || e == "tiff"))
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(i.clone());
+        }
+    }
+    if out.is_empty() {
+        bail!("no TIFF files given");
+    }
+    Ok(out)
+}
+
+pub fn run(a: LoaderBenchArgs) -> Result<()> {
+    let paths = files(&a.inputs)?;
+    let cfg = LoaderBenchConfig {
+        patch_size: a.patch_size,
+        batch_size: a.batch_size,
+        batches: a.batches,
+        threads: a.threads.clone(),
+        ..LoaderBenchConfig::default()
+    };
+    println!("patch loader: {} files, {} batches of {} × {} px patches, augmented", paths.len(), a.batches, a.batch_size, a.patch_size);
+    let ours = bench_loader(&paths, &cfg)?;
+    for r in &ours {
+        println!("  ours     {r}");
+    }
+    let Some(python) = &a.python else { return Ok(()) };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/data/bench/openslide_loader.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .arg("--workers")
+        .args(a.threads.iter().map(|t| t.to_string()))
+        .arg("--batches")
+        .arg(a.batches.to_string())
+        .arg("--batch-size")
+        .arg(a.batch_size.to_string())
+        .arg("--patch-size")
+        .arg(a.patch_size.to_string())
+        .args(&paths);
+    let out = cmd.output().with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!("the openslide baseline failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let theirs: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("openslide_loader").and_then(|r| r.as_array()).cloned())
+        .unwrap_or_default();
+    for t in &theirs {
+        let workers = t["workers"].as_u64().unwrap_or(0) as usize;
+        let pps = t["patches_per_s"].as_f64().unwrap_or(f64::NAN);
+        let ratio = ours.iter().find(|r| r.threads == workers).map(|r| r.patches_per_s / pps);
+        println!(
+            "  openslide {workers} worker(s): {pps:.1} patches/s  → ours is {}",
+            ratio.map(|r| format!("{r:.2}× faster")).unwrap_or_else(|| "not comparable".into())
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The product's own commands, next to the engine's (`run`, `status`, …).
+
+pub mod bench;
+pub mod export;
+pub mod inspect;
+pub mod score;
+pub mod synth;
+
+use std::process::ExitCode;
+
+/// Runs the same command line in the libtorch worker (`pipeline-torch`), which sits next to
+/// `pipeline`; the front end itself never loads libtorch, so it starts in milliseconds.
+pub fn forward_to_torch_worker() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = match engine::exec::local::worker_exe(Some(crate::TORCH_WORKER)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let err = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
+    eprintln!("error: cannot start {}: {err}", exe.display());
+    ExitCode::from(1)
+}
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use engine::cli::EngineCommand;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Declarative deep-learning experiments for mitosis detection (MIDOG 2021)",
+    long_about = "Declarative deep-learning experiments for mitosis detection (MIDOG 2021).\n\n\
+        An experiment file (TOML) lists stages: dataset → split → sample → train → tile_infer → nms → score → report.\n\
+        `pipeline run` runs only the stages whose inputs changed; everything else comes from the cache\n\
+        (./cache, or --cache-dir / PIPELINE_CACHE). `pipeline stages` documents every parameter.",
+    after_help = "Examples:\n  pipeline run experiments/quickstart.toml         run (only what changed)\n  pipeline status experiments/quickstart.toml      what would run, and why\n  pipeline explain experiments/quickstart.toml nms which field changed\n  pipeline stages train                            the train stage's parameters\n  pipeline inspect data/midog                      a dataset at a glance\n  pipeline export experiments/*.toml -o results.parquet"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    #[command(flatten)]
+    Engine(EngineCommand),
+    /// Describe a dataset directory or a TIFF file; extract a region as PNG.
+    ///
+    /// Examples:
+    ///   pipeline inspect data/midog
+    ///   pipeline inspect data/midog/001.tiff --region 2000,1500,512,512 --out crop.png
+    Inspect(inspect::InspectArgs),
+    /// Generate a synthetic MIDOG-like dataset (MIDOG.json + tiled TIFFs).
+    ///
+    /// Example: pipeline synth data/synth --images-per-scanner 10 --scale 0.2 --density 40
+    Synth(synth::SynthArgs),
+    /// Score detections in the official MIDOG JSON format against ground truth.
+    ///
+    /// Example: pipeline score --ground-truth data/midog/MIDOG.json --detections dets.json --threshold 0.5
+    Score(score::ScoreArgs),
+    /// Run a trained model over whole images and write official MIDOG JSON detections.
+    ///
+    /// Example: pipeline detect --checkpoint best.safetensors data/midog/007.tiff -o dets.json
+    Detect(DetectArgs),
+    /// Export the metrics and parameters of every run and variant as one Parquet table.
+    ///
+    /// Example: pipeline export experiments/sampling.toml -o sampling.parquet
+    Export(export::ExportArgs),
+    /// Measure throughput: the patch loader, or training steps.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Patches/s of the augmented patch loader (optionally against openslide + numpy).
+    ///
+    /// Example: pipeline bench loader data/synth --threads 1,2 --python ~/.cache/midog-pipeline/torch-2.11.0/bin/python
+    Loader(bench::LoaderBenchArgs),
+    /// Training img/s of the RetinaNet with synthetic tensors or the real loader.
+    ///
+    /// Example: pipeline bench train --backbone resnet18 --batch 16 --size 512 --device cuda
+    Train(TrainBenchArgs),
+    /// Seconds per whole image of tiled inference.
+    ///
+    /// Example: pipeline bench infer --width 7215 --height 5412 --device cpu
+    Infer(InferBenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DetectArgs {
+    /// A checkpoint written by the train stage (carries its model params), or torchvision
+    /// RetinaNet weights as safetensors (then give the architecture with --model).
+    #[arg(long, value_name = "CKPT.safetensors")]
+    pub checkpoint: PathBuf,
+    /// Architecture for torchvision weights: a TOML file with the train stage's model keys.
+    #[arg(long, value_name = "model.toml")]
+    pub model: Option<PathBuf>,
+    /// Whole-slide or region images.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Output JSON (official MIDOG "Multiple points" format, keyed by file name).
+    #[arg(short, long, value_name = "DETS.json")]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 512)]
+    pub tile_size: u32,
+    /// Overlap between tiles: a fraction (< 1) or pixels (≥ 1).
+    #[arg(long, default_value_t = 0.1)]
+    pub overlap: f64,
+    /// Keep detections above this score.
+    #[arg(long, default_value_t = 0.05)]
+    pub min_score: f64,
+    /// Per-tile IoU NMS threshold.
+    #[arg(long, default_value_t = 0.4)]
+    pub iou: f64,
+    /// Image-level centre-distance NMS radius in pixels.
+    #[arg(long, default_value_t = 25.0)]
+    pub radius_px: f64,
+    /// Resolution when an image file carries none.
+    #[arg(long)]
+    pub um_per_px: Option<f64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// fp32 or bf16.
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Also write the raw per-tile boxes (before NMS) as JSON, for comparisons.
+    #[arg(long)]
+    pub raw_boxes: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainBenchArgs {
+    #[arg(long, default_value = "resnet18")]
+    pub backbone: String,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 512)]
+    pub size: u32,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// fp32, bf16 or fp16.
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Feed real patches through the loader from this dataset directory instead of synthetic tensors.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Loader threads with --dataset.
+    #[arg(long, default_value_t = 4)]
+    pub loader_threads: usize,
+    /// A model TOML (the train stage's model keys) instead of the torchvision defaults.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InferBenchArgs {
+    /// A checkpoint; default: a randomly initialised ResNet-18 RetinaNet.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// An image to run on; default: a synthetic image of --width × --height.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    #[arg(long, default_value_t = 7215)]
+    pub width: u32,
+    #[arg(long, default_value_t = 5412)]
+    pub height: u32,
+    #[arg(long, default_value_t = 512)]
+    pub tile_size: u32,
+    #[arg(long, default_value_t = 0.1)]
+    pub overlap: f64,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long)]
+    pub json: bool,
+}

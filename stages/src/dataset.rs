@@ -1,0 +1,328 @@
+//! The dataset stage: real MIDOG files (`root`) or a generated synthetic MIDOG-like set
+//! (`synthetic`), validated and described in `dataset.json` with scanners and resolutions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use engine::{ExternalInput, ParamError, StageContext, StageDef, StageError};
+use midog_data::{Category, MidogJson, Scanner, ScannerMap, TiffImage};
+use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::dataset_manifest::{self, DatasetImage, DatasetManifest};
+use crate::artifact::write_json;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetParams {
+    /// Directory with MIDOG.json and the images (relative to the experiment file).
+    pub root: Option<PathBuf>,
+    /// Generate a synthetic MIDOG-like dataset into the cache instead.
+    pub synthetic: Option<SyntheticParams>,
+    /// Image id ranges per scanner (default: the MIDOG 2021 ranges, GT450 unlabelled).
+    pub scanners: Option<BTreeMap<String, ScannerParams>>,
+}
+
+impl Default for DatasetParams {
+    fn default() -> Self {
+        DatasetParams { root: None, synthetic: None, scanners: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticParams {
+    /// Images per scanner (1–50; ids follow the MIDOG ranges).
+    pub images_per_scanner: u32,
+    /// Field of view relative to a real image (0 < scale ≤ 1); cells keep their real size.
+    pub scale: f64,
+    pub seed: u64,
+    /// Multiplier of the real per-area rates of mitoses and hard negatives.
+    pub density: f64,
+    /// Tile compression: "jpeg" (as real MIDOG files) or "deflate".
+    pub compression: String,
+    pub jpeg_quality: u8,
+    /// Scanners to generate (default all four).
+    pub scanners: Vec<String>,
+}
+
+impl Default for SyntheticParams {
+    fn default() -> Self {
+        SyntheticParams {
+            images_per_scanner: 10,
+            scale: 1.0,
+            seed: 2021,
+            density: 1.0,
+            compression: "jpeg".into(),
+            jpeg_quality: 85,
+            scanners: vec!["XR".into(), "S360".into(), "CS2".into(), "GT450".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScannerParams {
+    /// Image ids, e.g. "1-50" or "1-10,12,20-25".
+    pub ids: String,
+    /// Nominal resolution when a file carries none.
+    pub um_per_px: f64,
+    /// Whether the scanner's images carry labels (unlabelled ones never train or score).
+    pub labelled: bool,
+    pub model: Option<String>,
+}
+
+impl Default for ScannerParams {
+    fn default() -> Self {
+        ScannerParams { ids: String::new(), um_per_px: 0.25, labelled: true, model: None }
+    }
+}
+
+pub struct DatasetStage;
+
+/// Bumped when dataset.json changes; the generator's own version enters too.
+const STAGE_VERSION: u32 = 1;
+
+impl StageDef for DatasetStage {
+    type Params = DatasetParams;
+    const KIND: &'static str = "dataset";
+    const VERSION: u32 = STAGE_VERSION * 1000 + midog_synth::GENERATOR_VERSION;
+    const SUMMARY: &'static str = "MIDOG images and labels (real files under `root`, or a generated synthetic set)";
+    const NEEDS: &'static [&'static str] = &[];
+
+    fn validate(p: &DatasetParams) -> Result<(), ParamError> {
+        match (&p.root, &p.synthetic) {
+            (Some(_), Some(_)) => return Err(ParamError::new(&["synthetic"], "set either `root` or `synthetic`, not both")),
+            (None, None) => {
+                return Err(ParamError::new(&[], "the dataset needs `root = \"data/midog\"` or `synthetic = { … }`")
+                    .with_help("e.g. synthetic = { images_per_scanner = 8, scale = 0.15 }"));
+            }
+            _ => {}
+        }
+        if let Some(s) = &p.synthetic {
+            synth_config(s).map_err(|e| ParamError::new(&["synthetic"], e))?;
+        }
+        scanner_map(p)?;
+        Ok(())
+    }
+
+    fn external_inputs(p: &DatasetParams, base: &Path) -> Result<Vec<ExternalInput>, ParamError> {
+        let Some(root) = &p.root else { return Ok(Vec::new()) };
+        let dir = base.join(root);
+        let json = dir.join("MIDOG.json");
+        if !json.is_file() {
+            return Err(ParamError::new(&["root"], format!("no MIDOG.json in {}", dir.display()))
+                .with_help("`root` is relative to the experiment file and must hold MIDOG.json and the .tiff images"));
+        }
+        let midog = MidogJson::load(&json).map_err(|e| ParamError::new(&["root"], e.to_string()))?;
+        let mut inputs = vec![ExternalInput { name: "MIDOG.json".into(), path: json }];
+        for img in &midog.images {
+            inputs.push(ExternalInput { name: img.file_name.clone(), path: dir.join(&img.file_name) });
+        }
+        Ok(inputs)
+    }
+
+    fn resources(_p: &DatasetParams) -> engine::Resources {
+        engine::Resources { cpus: 0, gpus: 0, memory_mb: 4096 }
+    }
+}
+
+fn synth_config(s: &SyntheticParams) -> Result<midog_synth::SynthConfig, String> {
+    let compression = match s.compression.as_str() {
+        "jpeg" => midog_synth::Compression::Jpeg { quality: s.jpeg_quality },
+        "deflate" => midog_synth::Compression::Deflate,
+        other => return Err(format!("compression `{other}`: use \"jpeg\" or \"deflate\"")),
+    };
+    let cfg = midog_synth::SynthConfig {
+        images_per_scanner: s.images_per_scanner,
+        scale: s.scale,
+        seed: s.seed,
+        compression,
+        scanners: s.scanners.clone(),
+        density: s.density,
+        ..midog_synth::SynthConfig::default()
+    };
+    cfg.profiles().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// The scanner map: the MIDOG 2021 default, or the user's table.
+pub fn scanner_map(p: &DatasetParams) -> Result<ScannerMap, ParamError> {
+    let Some(table) = &p.scanners else { return Ok(ScannerMap::midog_2021()) };
+    let mut entries = Vec::new();
+    for (name, s) in table {
+        let scanner = Scanner {
+            name: name.clone(),
+            model: s.model.clone().unwrap_or_else(|| name.clone()),
+            um_per_px: s.um_per_px,
+            labelled: s.labelled,
+        };
+        if !(s.um_per_px > 0.0 && s.um_per_px < 100.0) {
+            return Err(ParamError::new(&["scanners", name, "um_per_px"], "must be a resolution in µm per pixel, e.g. 0.25"));
+        }
+        for part in s.ids.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let range = parse_range(part).ok_or_else(|| {
+                ParamError::new(&["scanners", name, "ids"], format!("`{part}` is not an id or a range like 1-50"))
+            })?;
+            entries.push((range, scanner.clone()));
+        }
+    }
+    if entries.is_empty() {
+        return Err(ParamError::new(&["scanners"], "no id ranges given").with_help("e.g. XR = { ids = \"1-50\", um_per_px = 0.23 }"));
+    }
+    Ok(ScannerMap { entries })
+}
+
+fn parse_range(s: &str) -> Option<std::ops::RangeInclusive<u32>> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (a <= b).then_some(a..=b)
+        }
+        None => {
+            let v = s.parse().ok()?;
+            Some(v..=v)
+        }
+    }
+}
+
+pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
+    let map = scanner_map(p).map_err(|e| StageError::msg(e.message))?;
+    let (images_dir, external_root) = match (&p.root, &p.synthetic) {
+        (Some(root), _) => {
+            let dir = ctx.experiment_dir.join(root);
+            let dir = dir.canonicalize().map_err(|e| StageError::io(&dir, e))?;
+            (dir.clone(), Some(dir))
+        }
+        (None, Some(s)) => {
+            let cfg = synth_config(s).map_err(StageError::msg)?;
+            let dir = ctx.out_dir().join("images");
+            std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+            let total = cfg.images_per_scanner as u64 * cfg.scanners.len() as u64;
+            ctx.progress().start(total, "generating synthetic images");
+            let progress = ctx.progress();
+            let summary = midog_synth::generate(&dir, &cfg, &|done, _| progress.set(done as u64)).map_err(StageError::domain)?;
+            ctx.set_summary("synthetic_mitoses", summary.mitoses as u64);
+            ctx.set_summary("synthetic_hard_negatives", summary.hard_negatives as u64);
+            (dir, None)
+        }
+        (None, None) => return Err(StageError::msg("the dataset needs `root` or `synthetic`")),
+    };
+    let manifest = load_and_validate(&images_dir, external_root, &map, ctx)?;
+    for s in &manifest.scanners {
+        let imgs: Vec<&DatasetImage> = manifest.images.iter().filter(|i| i.scanner == s.name).collect();
+        let m: usize = imgs.iter().map(|i| i.mitoses.len()).sum();
+        ctx.set_summary(&format!("{}_images", s.name), imgs.len() as u64);
+        ctx.set_summary(&format!("{}_mitoses", s.name), m as u64);
+    }
+    write_json(&ctx.out_dir().join(dataset_manifest::FILE), &manifest)
+}
+
+/// Reads MIDOG.json and checks it against the images: every file exists and opens, its size
+/// matches, boxes lie inside, categories are known. Every problem is reported, not just the first.
+pub fn load_and_validate(
+    dir: &Path,
+    external_root: Option<PathBuf>,
+    map: &ScannerMap,
+    ctx: &StageContext,
+) -> Result<DatasetManifest, StageError> {
+    let json = dir.join("MIDOG.json");
+    let midog = MidogJson::load(&json).map_err(StageError::domain)?;
+    let mut problems: Vec<String> = midog.check(&json);
+    ctx.progress().start(midog.images.len() as u64, "checking images");
+    let checked: Vec<Result<(u32, u32, Option<f64>), String>> = midog
+        .images
+        .par_iter()
+        .map(|img| {
+            let path = dir.join(&img.file_name);
+            let tiff = TiffImage::open(&path).map_err(|e| format!("image {} ({}): {e}", img.id, img.file_name))?;
+            ctx.progress().inc(1);
+            Ok((tiff.width(), tiff.height(), tiff.um_per_px()))
+        })
+        .collect();
+    let mut images = Vec::new();
+    for (img, check) in midog.images.iter().zip(checked) {
+        let (w, h, res) = match check {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        if (w, h) != (img.width, img.height) {
+            problems.push(format!(
+                "image {} ({}): MIDOG.json says {} × {} px, the file is {w} × {h}",
+                img.id, img.file_name, img.width, img.height
+            ));
+        }
+        let Some(scanner) = map.scanner_of(img.id) else {
+            problems.push(format!("image {} ({}): no scanner covers this id; add it to [stages.dataset.scanners]", img.id, img.file_name));
+            continue;
+        };
+        let anns = midog.annotations.iter().filter(|a| a.image_id == img.id);
+        let (mut mitoses, mut imposters) = (Vec::new(), Vec::new());
+        for a in anns {
+            match Category::from_id(a.category_id) {
+                Some(Category::Mitosis) => mitoses.push(a.bbox),
+                Some(Category::Imposter) => imposters.push(a.bbox),
+                None => {}
+            }
+        }
+        if !scanner.labelled && !(mitoses.is_empty() && imposters.is_empty()) {
+            tracing::warn!("image {} is from unlabelled scanner {}, yet has annotations; they are ignored", img.id, scanner.name);
+            mitoses.clear();
+            imposters.clear();
+        }
+        images.push(DatasetImage {
+            id: img.id,
+            file_name: img.file_name.clone(),
+            width: img.width,
+            height: img.height,
+            scanner: scanner.name.clone(),
+            um_per_px: res.unwrap_or(scanner.um_per_px),
+            labelled: scanner.labelled,
+            mitoses,
+            imposters,
+        });
+    }
+    if !problems.is_empty() {
+        let n = problems.len();
+        let shown: Vec<String> = problems.into_iter().take(20).map(|p| format!("  - {p}")).collect();
+        return Err(StageError::msg(format!(
+            "{}: {n} problem{} with the dataset:\n{}{}",
+            json.display(),
+            if n == 1 { "" } else { "s" },
+            shown.join("\n"),
+            if n > 20 { format!("\n  … and {} more", n - 20) } else { String::new() }
+        )));
+    }
+    images.sort_by_key(|i| i.id);
+    let scanners = map.scanners().into_iter().filter(|s| images.iter().any(|i| i.scanner == s.name)).cloned().collect();
+    Ok(DatasetManifest { external_root, scanners, images })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_ranges_parse() {
+        assert_eq!(parse_range("1-50"), Some(1..=50));
+        assert_eq!(parse_range("7"), Some(7..=7));
+        assert_eq!(parse_range("9-3"), None);
+        assert_eq!(parse_range("x"), None);
+    }
+
+    #[test]
+    fn custom_scanner_tables_become_maps() {
+        let mut t = BTreeMap::new();
+        t.insert("A".to_string(), ScannerParams { ids: "1-3, 9".into(), um_per_px: 0.5, labelled: true, model: None });
+        t.insert("B".to_string(), ScannerParams { ids: "4-8".into(), um_per_px: 0.25, labelled: false, model: None });
+        let p = DatasetParams { root: Some("x".into()), synthetic: None, scanners: Some(t) };
+        let m = scanner_map(&p).unwrap();
+        assert_eq!(m.scanner_of(9).unwrap().name, "A");
+        assert!(!m.scanner_of(5).unwrap().labelled);
+        assert!(m.scanner_of(10).is_none());
+    }
+}

@@ -1,0 +1,131 @@
+//! The sample stage: where training patches come from. It writes a deterministic plan
+//! (`plan.json`) that expands into the patches of any epoch; its record states the fraction of
+//! patches holding a mitotic figure.
+
+use engine::{ParamError, StageContext, StageDef, StageError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::sample_plan::{self, PlanImage, Recipe, SamplePlan, Strategy};
+use crate::artifact::{DatasetManifest, SplitSets, write_json};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampleParams {
+    pub strategy: Strategy,
+    /// Patches drawn from each training image per epoch.
+    pub patches_per_image: u32,
+    /// Patch side in pixels.
+    pub patch_size: u32,
+    pub seed: u64,
+    /// mitosis-centred: probability that a patch holds a random mitotic figure of its image.
+    pub p_object: f64,
+    /// 0: the figure exactly centred; 1: anywhere inside the patch with its box whole.
+    pub jitter: f64,
+    /// hard-negative: probability of a patch around a mitotic figure.
+    pub p_mitosis: f64,
+    /// hard-negative: probability of a patch around a hard negative (the rest is random).
+    pub p_imposter: f64,
+    /// Uniformly random validation patches per validation image.
+    pub val_patches_per_image: u32,
+}
+
+impl Default for SampleParams {
+    fn default() -> Self {
+        SampleParams {
+            strategy: Strategy::MitosisCentred,
+            patches_per_image: 10,
+            patch_size: 512,
+            seed: 0,
+            p_object: 0.5,
+            jitter: 1.0,
+            p_mitosis: 0.4,
+            p_imposter: 0.3,
+            val_patches_per_image: 10,
+        }
+    }
+}
+
+pub struct SampleStage;
+
+impl StageDef for SampleStage {
+    type Params = SampleParams;
+    const KIND: &'static str = "sample";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "training patch plan: random, mitosis-centred or hard-negative sampling";
+    const NEEDS: &'static [&'static str] = &["split"];
+
+    fn validate(p: &SampleParams) -> Result<(), ParamError> {
+        let prob = |v: f64, name: &str| {
+            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(ParamError::new(&[name], "must be a probability in [0, 1]")) }
+        };
+        prob(p.p_object, "p_object")?;
+        prob(p.jitter, "jitter")?;
+        prob(p.p_mitosis, "p_mitosis")?;
+        prob(p.p_imposter, "p_imposter")?;
+        if p.p_mitosis + p.p_imposter > 1.0 {
+            return Err(ParamError::new(&["p_imposter"], "p_mitosis + p_imposter must be at most 1 (the rest is random)"));
+        }
+        if p.patch_size < 64 || p.patch_size % 32 != 0 {
+            return Err(ParamError::new(&["patch_size"], "must be a multiple of 32, at least 64 (the backbone downsamples by 32)"));
+        }
+        if p.patches_per_image == 0 {
+            return Err(ParamError::new(&["patches_per_image"], "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+pub fn run(p: &SampleParams, ctx: &StageContext) -> Result<(), StageError> {
+    let split = SplitSets::load(ctx.input("split")?)?;
+    let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
+    let to_plan = |ids: &[u32]| -> Result<Vec<PlanImage>, StageError> {
+        ids.iter()
+            .map(|id| {
+                let img = dataset.image(*id)?;
+                Ok(PlanImage {
+                    id: img.id,
+                    width: img.width,
+                    height: img.height,
+                    mitoses: img.mitoses.clone(),
+                    imposters: img.imposters.clone(),
+                })
+            })
+            .collect()
+    };
+    let train = to_plan(&split.train)?;
+    let val = to_plan(&split.val)?;
+    let val_patches = sample_plan::uniform_patches(&val, p.val_patches_per_image, p.patch_size, p.seed);
+    let plan = SamplePlan {
+        recipe: Recipe {
+            strategy: p.strategy,
+            patches_per_image: p.patches_per_image,
+            patch_size: p.patch_size,
+            seed: p.seed,
+            p_object: p.p_object,
+            jitter: p.jitter,
+            p_mitosis: p.p_mitosis,
+            p_imposter: p.p_imposter,
+        },
+        train,
+        val,
+        val_patches,
+    };
+    // The share of patches holding a mitotic figure, over the first ten epochs.
+    let patches: Vec<_> = (0..10).flat_map(|e| plan.epoch(e)).collect();
+    let share = plan.holding_fraction(&patches);
+    let mut uniform = plan.clone();
+    uniform.recipe.strategy = Strategy::Random;
+    let uniform_patches: Vec<_> = (0..10).flat_map(|e| uniform.epoch(e)).collect();
+    ctx.set_summary("mitosis_fraction", share);
+    ctx.set_summary("mitosis_fraction_if_random", uniform.holding_fraction(&uniform_patches));
+    ctx.set_summary("patches_per_epoch", plan.epoch(0).len() as u64);
+    tracing::info!(
+        "{} patches per epoch from {} training images; {:.1} % hold a mitotic figure ({:.1} % if random)",
+        plan.epoch(0).len(),
+        plan.train.len(),
+        share * 100.0,
+        uniform.holding_fraction(&uniform_patches) * 100.0
+    );
+    write_json(&ctx.out_dir().join(sample_plan::FILE), &plan)
+}

@@ -1,0 +1,262 @@
+//! The score stage: the MIDOG metric, per scanner. The detection threshold is chosen on the
+//! validation images (maximum F1) and applied to the test images; matching is the official one
+//! (7.5 µm with each image's own resolution, greedy one-to-one, F1 from summed TP/FP/FN).
+//! Writes the MIDOG output JSON of every image too.
+
+use std::collections::BTreeMap;
+
+use engine::{ParamError, StageContext, StageDef, StageError};
+use midog_eval::formats::{DetectionsFile, PointsOutput};
+use midog_eval::{Counts, Detection, Point, PointMatcher, ScoreThreshold, SweepImage, ThresholdCurve};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::artifact::inferred::{InferredImage, InferredImages, Role};
+use crate::artifact::scores::{self, GroupScore, ImageScore, Scores};
+use crate::artifact::tables::{DETECTIONS_FILE, Detections, TableBuilder};
+use crate::artifact::{DatasetManifest, write_json};
+
+/// `"best-on-val"` (maximise F1 on the validation images) or a fixed number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdChoice {
+    BestOnVal,
+    Fixed(f64),
+}
+
+impl Serialize for ThresholdChoice {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ThresholdChoice::BestOnVal => s.serialize_str("best-on-val"),
+            ThresholdChoice::Fixed(v) => s.serialize_f64(*v),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ThresholdChoice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected \"best-on-val\" or a number"))? {
+            Raw::Num(v) => Ok(ThresholdChoice::Fixed(v)),
+            Raw::Text(s) if s == "best-on-val" => Ok(ThresholdChoice::BestOnVal),
+            Raw::Text(s) => Err(serde::de::Error::custom(format!("`{s}`: expected \"best-on-val\" or a number"))),
+        }
+    }
+}
+
+impl JsonSchema for ThresholdChoice {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ThresholdChoice".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"anyOf": [{"const": "best-on-val"}, {"type": "number"}]})
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoreParams {
+    /// Hit radius in µm (MIDOG: 7.5), converted with each image's resolution.
+    pub radius_um: f64,
+    /// Detection threshold: "best-on-val" or a number (a detection counts when score > threshold).
+    pub threshold: ThresholdChoice,
+}
+
+impl Default for ScoreParams {
+    fn default() -> Self {
+        ScoreParams { radius_um: midog_eval::MIDOG_RADIUS_UM, threshold: ThresholdChoice::BestOnVal }
+    }
+}
+
+pub struct ScoreStage;
+
+impl StageDef for ScoreStage {
+    type Params = ScoreParams;
+    const KIND: &'static str = "score";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "MIDOG F1 per scanner: threshold chosen on validation, applied to test";
+    const NEEDS: &'static [&'static str] = &["nms"];
+
+    fn validate(p: &ScoreParams) -> Result<(), ParamError> {
+        if !(p.radius_um > 0.0) {
+            return Err(ParamError::new(&["radius_um"], "must be positive"));
+        }
+        if let ThresholdChoice::Fixed(t) = p.threshold
+            && !t.is_finite()
+        {
+            return Err(ParamError::new(&["threshold"], "must be a finite number or \"best-on-val\""));
+        }
+        Ok(())
+    }
+}
+
+struct Scored<'a> {
+    image: &'a InferredImage,
+    gt: Vec<Point>,
+    dets: Vec<Detection>,
+    radius_px: f64,
+}
+
+pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
+    let input = ctx.input("nms")?;
+    let inferred = InferredImages::load(&input.dir)?;
+    let detections = Detections::read(&input.dir.join(DETECTIONS_FILE))?;
+    let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
+    let matcher = PointMatcher { radius_um: p.radius_um };
+    let mut scored = Vec::new();
+    for img in &inferred.images {
+        let d = dataset.image(img.id)?;
+        if !d.labelled {
+            return Err(StageError::msg(format!("image {} ({}) has no labels and cannot be scored", img.id, d.scanner)));
+        }
+        let gt = d.mitosis_centres().into_iter().map(|(x, y)| Point::new(x, y)).collect();
+        scored.push(Scored { image: img, gt, dets: detections.of_image(img.id), radius_px: matcher.radius_px(img.um_per_px) });
+    }
+    let of = |role: Role| scored.iter().filter(|s| s.image.role == role).collect::<Vec<_>>();
+    let (val, test) = (of(Role::Val), of(Role::Test));
+    if test.is_empty() {
+        return Err(StageError::msg("no test images were inferred; check the split"));
+    }
+
+    let (threshold, rule, val_f1) = match p.threshold {
+        ThresholdChoice::Fixed(t) => (t, "fixed", (!val.is_empty()).then(|| counts_at(&val, t).f1())),
+        ThresholdChoice::BestOnVal => {
+            if val.is_empty() {
+                return Err(StageError::msg(
+                    "threshold = \"best-on-val\" needs validation images; set split.val_fraction > 0 or give a fixed threshold",
+                ));
+            }
+            let best = *curve(&val).best();
+            (best.threshold, "best-on-val", Some(best.f1))
+        }
+    };
+    tracing::info!(threshold, rule, ?val_f1, "detection threshold");
+
+    let mut groups = Vec::new();
+    for (split, set) in [("val", &val), ("test", &test)] {
+        if set.is_empty() {
+            continue;
+        }
+        let mut scanners: Vec<&str> = set.iter().map(|s| s.image.scanner.as_str()).collect();
+        scanners.sort();
+        scanners.dedup();
+        groups.push(group_score(split, "all", set, threshold));
+        for sc in scanners {
+            let subset: Vec<&Scored> = set.iter().copied().filter(|s| s.image.scanner == sc).collect();
+            groups.push(group_score(split, sc, &subset, threshold));
+        }
+    }
+
+    let mut images = Vec::new();
+    let mut midog = DetectionsFile::default();
+    let midog_dir = ctx.out_dir().join("midog");
+    std::fs::create_dir_all(&midog_dir).map_err(|e| StageError::io(&midog_dir, e))?;
+    for s in &scored {
+        let m = midog_eval::greedy_match(&s.gt, &s.dets, s.radius_px, ScoreThreshold::Above(threshold));
+        let c = m.counts();
+        let kept: Vec<usize> = (0..s.dets.len()).filter(|&i| s.dets[i].score > threshold).collect();
+        let remap: BTreeMap<usize, usize> = kept.iter().enumerate().map(|(new, &old)| (old, new)).collect();
+        images.push(ImageScore {
+            id: s.image.id,
+            file_name: s.image.file_name.clone(),
+            split: s.image.role.as_str().into(),
+            scanner: s.image.scanner.clone(),
+            um_per_px: s.image.um_per_px,
+            tp: c.tp,
+            fp: c.fp,
+            fn_: c.fn_,
+            ground_truth: s.gt.iter().zip(&m.ground_truth).map(|(g, d)| (g.x, g.y, d.and_then(|i| remap.get(&i).copied()))).collect(),
+            detections: kept
+                .iter()
+                .map(|&i| {
+                    let tp = matches!(m.detections[i], midog_eval::DetectionOutcome::TruePositive { .. });
+                    (s.dets[i].x, s.dets[i].y, s.dets[i].score, tp)
+                })
+                .collect(),
+        });
+        let above: Vec<Detection> = kept.iter().map(|&i| s.dets[i]).collect();
+        let points = PointsOutput::from_detections(&above, s.image.um_per_px);
+        write_json(&midog_dir.join(format!("{}.json", stem(&s.image.file_name))), &points)?;
+        midog.insert_pixels(s.image.file_name.clone(), &above, s.image.um_per_px);
+    }
+    midog.save(&ctx.out_dir().join("detections_midog.json")).map_err(StageError::domain)?;
+
+    write_tables(ctx, &groups, &images, threshold)?;
+    if let Some(all) = groups.iter().find(|g| g.split == "test" && g.scanner == "all") {
+        ctx.set_summary("test_f1", all.f1);
+    }
+    for g in groups.iter().filter(|g| g.split == "test" && g.scanner != "all") {
+        ctx.set_summary(&format!("test_f1_{}", g.scanner), g.f1);
+    }
+    ctx.set_summary("threshold", threshold);
+    let scores = Scores { threshold, threshold_rule: rule.into(), val_f1, radius_um: p.radius_um, groups, images };
+    write_json(&ctx.out_dir().join(scores::SCORES_FILE), &scores)
+}
+
+fn stem(file_name: &str) -> &str {
+    file_name.rsplit_once('.').map(|(s, _)| s).unwrap_or(file_name)
+}
+
+fn curve(set: &[&Scored]) -> ThresholdCurve {
+    let sweep: Vec<SweepImage> =
+        set.iter().map(|s| SweepImage { ground_truth: &s.gt, detections: &s.dets, radius: s.radius_px }).collect();
+    ThresholdCurve::compute(&sweep)
+}
+
+fn counts_at(set: &[&Scored], threshold: f64) -> Counts {
+    let mut total = Counts::default();
+    for s in set {
+        let c = midog_eval::greedy_match(&s.gt, &s.dets, s.radius_px, ScoreThreshold::Above(threshold)).counts();
+        total = Counts::new(total.tp + c.tp, total.fp + c.fp, total.fn_ + c.fn_);
+    }
+    total
+}
+
+fn group_score(split: &str, scanner: &str, set: &[&Scored], threshold: f64) -> GroupScore {
+    let c = counts_at(set, threshold);
+    let curve = curve(set);
+    GroupScore {
+        split: split.into(),
+        scanner: scanner.into(),
+        images: set.len(),
+        tp: c.tp,
+        fp: c.fp,
+        fn_: c.fn_,
+        precision: c.precision(),
+        recall: c.recall(),
+        f1: c.f1(),
+        ap: curve.average_precision(),
+        pr_curve: curve.precision_recall(),
+        f1_curve: curve.f1_by_threshold(),
+    }
+}
+
+fn write_tables(ctx: &StageContext, groups: &[GroupScore], images: &[ImageScore], threshold: f64) -> Result<(), StageError> {
+    TableBuilder::new()
+        .str("split", groups.iter().map(|g| g.split.clone()).collect())
+        .str("scanner", groups.iter().map(|g| g.scanner.clone()).collect())
+        .u64("images", groups.iter().map(|g| g.images as u64).collect())
+        .u64("tp", groups.iter().map(|g| g.tp).collect())
+        .u64("fp", groups.iter().map(|g| g.fp).collect())
+        .u64("fn", groups.iter().map(|g| g.fn_).collect())
+        .f64("precision", groups.iter().map(|g| g.precision).collect())
+        .f64("recall", groups.iter().map(|g| g.recall).collect())
+        .f64("f1", groups.iter().map(|g| g.f1).collect())
+        .opt_f64("ap", groups.iter().map(|g| g.ap).collect())
+        .f64("threshold", groups.iter().map(|_| threshold).collect())
+        .write(&ctx.out_dir().join(scores::METRICS_FILE))?;
+    TableBuilder::new()
+        .u32("image_id", images.iter().map(|i| i.id).collect())
+        .str("file_name", images.iter().map(|i| i.file_name.clone()).collect())
+        .str("split", images.iter().map(|i| i.split.clone()).collect())
+        .str("scanner", images.iter().map(|i| i.scanner.clone()).collect())
+        .f64("um_per_px", images.iter().map(|i| i.um_per_px).collect())
+        .u64("tp", images.iter().map(|i| i.tp).collect())
+        .u64("fp", images.iter().map(|i| i.fp).collect())
+        .u64("fn", images.iter().map(|i| i.fn_).collect())
+        .write(&ctx.out_dir().join(scores::PER_IMAGE_FILE))
+}
