@@ -1,1 +1,42 @@
+//! RetinaNet (ResNet + FPN + focal loss) in tch, numerically matching torchvision 0.26's
+//! `RetinaNet`, with the training step's matching and losses batched on the device.
+//!
+//! Pieces, one concern per module as in torchvision:
+//! [`backbone`] (ResNet-18/34/50, frozen BN, C3–C5), [`fpn`] (P3–P5 (+P6/P7)), [`head`]
+//! (plain v1 / GroupNorm v2 heads), [`anchors`], [`box_coder`], [`boxes`] (IoU, GIoU, clipping),
+//! [`matcher`], [`loss`] (focal, L1, smooth-L1, GIoU), [`postprocess`] (top-k + exact NMS on the
+//! device), [`weights`] (torchvision state dicts and checkpoints as safetensors), [`config`],
+//! [`precision`] (fp32 / bf16 / fp16 + loss scaling), [`transform`] (input normalisation),
+//! [`mod@train_step`] and [`mod@bench`].
+//!
+//! Shapes: N images, A anchors over all levels, C classes (no background column), M padded ground
+//! truth boxes per image.
 
+pub mod anchors;
+pub mod backbone;
+pub mod bench;
+pub mod box_coder;
+pub mod boxes;
+pub mod config;
+mod error;
+pub mod fpn;
+pub mod head;
+pub mod layers;
+pub mod loss;
+pub mod matcher;
+pub mod postprocess;
+pub mod precision;
+pub mod retinanet;
+pub mod train_step;
+pub mod transform;
+pub mod weights;
+
+pub use bench::{BenchOptions, bench_train_step, bench_train_step_with};
+pub use config::{BackboneKind, BoxLossKind, FpnLevels, HeadKind, P6Source, RetinaNetConfig};
+pub use error::Error;
+pub use head::HeadOutputs;
+pub use loss::{Losses, Targets};
+pub use postprocess::Detections;
+pub use precision::{LossScaler, Precision};
+pub use retinanet::{RetinaNet, build, load_checkpoint};
+pub use train_step::{StepOutput, train_step};

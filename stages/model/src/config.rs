@@ -1,0 +1,379 @@
+//! Model configuration: every field has a default equal to torchvision's RetinaNet (v1 head) with a
+//! ResNet-18 backbone and one class, so an empty table is a valid config.
+//!
+//! The config is serialised into every checkpoint (safetensors metadata), and the train stage uses it
+//! as its `[stages.train]` model params, flattened into its table. It therefore has no
+//! `deny_unknown_fields` (serde cannot combine it with `flatten`): the engine rejects unknown keys
+//! against the JSON schema derived here.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// ResNet variant used as the backbone (torchvision's `resnet18`, `resnet34`, `resnet50`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneKind {
+    /// BasicBlock [2, 2, 2, 2]; C3–C5 channels 128, 256, 512.
+    #[default]
+    Resnet18,
+    /// BasicBlock [3, 4, 6, 3]; C3–C5 channels 128, 256, 512.
+    Resnet34,
+    /// Bottleneck [3, 4, 6, 3]; C3–C5 channels 512, 1024, 2048.
+    Resnet50,
+}
+
+impl BackboneKind {
+    /// Channels of C3, C4, C5.
+    pub fn out_channels(self) -> [i64; 3] {
+        match self {
+            BackboneKind::Resnet18 | BackboneKind::Resnet34 => [128, 256, 512],
+            BackboneKind::Resnet50 => [512, 1024, 2048],
+        }
+    }
+}
+
+/// Which pyramid levels the FPN produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FpnLevels {
+    /// torchvision's RetinaNet: P3–P5 from C3–C5 plus P6, P7 (strides 8–128).
+    #[default]
+    P3p7,
+    /// P3–P5 only (strides 8–32): lighter, enough for the 50 px MIDOG boxes.
+    P3p5,
+}
+
+impl FpnLevels {
+    /// Number of pyramid levels.
+    pub fn count(self) -> usize {
+        match self {
+            FpnLevels::P3p7 => 5,
+            FpnLevels::P3p5 => 3,
+        }
+    }
+}
+
+/// Input of the P6 convolution (only for `fpn_levels = "p3p7"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum P6Source {
+    /// torchvision v1 (`LastLevelP6P7(256, 256)`): P6 = conv(P5).
+    #[default]
+    P5,
+    /// torchvision v2 (`LastLevelP6P7(2048, 256)`): P6 = conv(C5).
+    C5,
+}
+
+/// Conv tower style of the classification and regression heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// torchvision v1: conv3×3 (with bias) + ReLU.
+    #[default]
+    Plain,
+    /// torchvision v2: conv3×3 (no bias) + GroupNorm + ReLU.
+    GroupNorm,
+}
+
+/// Box regression loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BoxLossKind {
+    /// L1 on encoded deltas, summed (torchvision's default).
+    #[default]
+    L1,
+    /// Smooth-L1 (Huber) on encoded deltas with `smooth_l1_beta`, summed.
+    SmoothL1,
+    /// Generalised IoU loss on decoded boxes, summed (torchvision v2).
+    Giou,
+}
+
+/// RetinaNet hyper-parameters. Defaults follow torchvision's `retinanet_resnet50_fpn` (v1) except
+/// for the backbone (ResNet-18) and `num_classes` (1: mitotic figure).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct RetinaNetConfig {
+    /// Backbone: "resnet18", "resnet34" or "resnet50".
+    pub backbone: BackboneKind,
+    /// Initial weights: a safetensors file with a torchvision ImageNet ResNet state dict
+    /// (`conv1.weight`, `layer1.0.bn1.running_mean`, …) or a whole RetinaNet state dict
+    /// (`backbone.body.…`, `backbone.fpn.…`, `head.…`). None: random initialisation.
+    pub backbone_weights: Option<PathBuf>,
+    /// Variable-name prefixes of `backbone_weights` to leave at their initialisation, e.g.
+    /// `["head.classification_head.cls_logits"]` to start from COCO weights with another class count.
+    pub backbone_weights_skip: Vec<String>,
+    /// Number of backbone stages trained, counted from the top as torchvision does
+    /// (0: none, 3: layer2–layer4 (default), 5: everything including conv1).
+    pub trainable_backbone_layers: u8,
+    /// Epsilon of the frozen batch norms (torchvision: 1e-5; its COCO RetinaNet v1 weights need 0.0).
+    pub bn_eps: f64,
+    /// FPN pyramid levels: "p3p7" (torchvision) or "p3p5".
+    pub fpn_levels: FpnLevels,
+    /// Channels of every FPN level.
+    pub fpn_channels: i64,
+    /// Input of P6 for "p3p7": "p5" (v1) or "c5" (v2).
+    pub p6_from: P6Source,
+    /// Head conv tower: "plain" (v1) or "group_norm" (v2).
+    pub head: HeadKind,
+    /// Channels of the head's conv tower (torchvision: equal to `fpn_channels`).
+    pub head_channels: i64,
+    /// Number of conv layers in each head tower (torchvision: 4).
+    pub head_convs: usize,
+    /// GroupNorm groups for `head = "group_norm"` (torchvision: 32).
+    pub head_gn_groups: i64,
+    /// Prior probability of the classification bias: bias = −log((1 − p) / p).
+    pub prior_probability: f64,
+    /// Number of object classes, without background (1: mitotic figure). Labels are 0-based.
+    pub num_classes: i64,
+    /// Anchor base size per pyramid level in pixels; None: 32 · 2^(level − 3), i.e. 32, 64, 128, 256, 512.
+    pub anchor_sizes: Option<Vec<f64>>,
+    /// Anchor scales applied to every base size; each size is truncated to an integer as torchvision's
+    /// `int(x * 2 ** (k / 3))` does. Default 2^0, 2^(1/3), 2^(2/3).
+    pub anchor_scales: Vec<f64>,
+    /// Anchor aspect ratios (height / width).
+    pub anchor_aspect_ratios: Vec<f64>,
+    /// Box coder weights (wx, wy, ww, wh).
+    pub box_coder_weights: [f64; 4],
+    /// Clamp of the decoded dw, dh before `exp` (torchvision: log(1000 / 16)).
+    pub bbox_xform_clip: f64,
+    /// Anchors with IoU ≥ this are foreground.
+    pub fg_iou_thresh: f64,
+    /// Anchors with IoU < this are background; between the two thresholds they are ignored.
+    pub bg_iou_thresh: f64,
+    /// Keep, for every ground-truth box, the anchors with its highest IoU as foreground.
+    pub allow_low_quality_matches: bool,
+    /// Focal loss α.
+    pub focal_alpha: f64,
+    /// Focal loss γ.
+    pub focal_gamma: f64,
+    /// Box regression loss: "l1" (torchvision default), "smooth_l1" or "giou".
+    pub box_loss: BoxLossKind,
+    /// β of the smooth-L1 loss.
+    pub smooth_l1_beta: f64,
+    /// ε of the GIoU loss.
+    pub giou_eps: f64,
+    /// Inference: keep scores strictly above this.
+    pub score_thresh: f64,
+    /// Inference: best candidates kept per pyramid level before NMS.
+    pub topk_candidates: i64,
+    /// Inference: class-wise NMS IoU threshold (a box is dropped when IoU > this).
+    pub nms_thresh: f64,
+    /// Inference: detections kept per image after NMS.
+    pub detections_per_img: i64,
+    /// Per-channel mean of the input normalisation (RGB, on 0–1 values).
+    pub image_mean: [f64; 3],
+    /// Per-channel standard deviation of the input normalisation.
+    pub image_std: [f64; 3],
+}
+
+impl Default for RetinaNetConfig {
+    fn default() -> Self {
+        RetinaNetConfig {
+            backbone: BackboneKind::Resnet18,
+            backbone_weights: None,
+            backbone_weights_skip: Vec::new(),
+            trainable_backbone_layers: 3,
+            bn_eps: 1e-5,
+            fpn_levels: FpnLevels::P3p7,
+            fpn_channels: 256,
+            p6_from: P6Source::P5,
+            head: HeadKind::Plain,
+            head_channels: 256,
+            head_convs: 4,
+            head_gn_groups: 32,
+            prior_probability: 0.01,
+            num_classes: 1,
+            anchor_sizes: None,
+            anchor_scales: vec![1.0, 2f64.powf(1.0 / 3.0), 2f64.powf(2.0 / 3.0)],
+            anchor_aspect_ratios: vec![0.5, 1.0, 2.0],
+            box_coder_weights: [1.0; 4],
+            bbox_xform_clip: (1000.0f64 / 16.0).ln(),
+            fg_iou_thresh: 0.5,
+            bg_iou_thresh: 0.4,
+            allow_low_quality_matches: true,
+            focal_alpha: 0.25,
+            focal_gamma: 2.0,
+            box_loss: BoxLossKind::L1,
+            smooth_l1_beta: 1.0,
+            giou_eps: 1e-7,
+            score_thresh: 0.05,
+            topk_candidates: 1000,
+            nms_thresh: 0.5,
+            detections_per_img: 300,
+            image_mean: [0.485, 0.456, 0.406],
+            image_std: [0.229, 0.224, 0.225],
+        }
+    }
+}
+
+impl RetinaNetConfig {
+    /// torchvision's `retinanet_resnet50_fpn_v2` layout on the given backbone: P6 from C5, GroupNorm
+    /// head, GIoU box loss.
+    pub fn torchvision_v2(backbone: BackboneKind) -> Self {
+        RetinaNetConfig {
+            backbone,
+            p6_from: P6Source::C5,
+            head: HeadKind::GroupNorm,
+            box_loss: BoxLossKind::Giou,
+            ..Default::default()
+        }
+    }
+
+    /// Anchor base size per level (explicit or the torchvision default).
+    pub fn level_anchor_sizes(&self) -> Vec<f64> {
+        match &self.anchor_sizes {
+            Some(s) => s.clone(),
+            None => (0..self.fpn_levels.count()).map(|l| 32.0 * f64::powi(2.0, l as i32)).collect(),
+        }
+    }
+
+    /// Anchors per feature-map location.
+    pub fn anchors_per_location(&self) -> i64 {
+        (self.anchor_scales.len() * self.anchor_aspect_ratios.len()) as i64
+    }
+
+    /// Checks ranges and consistency; every model constructor calls this.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if self.trainable_backbone_layers > 5 {
+            return bad(format!("trainable_backbone_layers must be 0..=5, got {}", self.trainable_backbone_layers));
+        }
+        if !non_negative(self.bn_eps) {
+            return bad(format!("bn_eps must be a finite number ≥ 0, got {}", self.bn_eps));
+        }
+        if self.fpn_channels < 1 || self.head_channels < 1 {
+            return bad(format!(
+                "fpn_channels and head_channels must be ≥ 1, got {} and {}",
+                self.fpn_channels, self.head_channels
+            ));
+        }
+        if self.head == HeadKind::GroupNorm
+            && (self.head_gn_groups < 1 || self.head_channels % self.head_gn_groups != 0)
+        {
+            return bad(format!(
+                "head_channels ({}) must be a multiple of head_gn_groups ({})",
+                self.head_channels, self.head_gn_groups
+            ));
+        }
+        if !(self.prior_probability > 0.0 && self.prior_probability < 1.0) {
+            return bad(format!("prior_probability must be in (0, 1), got {}", self.prior_probability));
+        }
+        if self.num_classes < 1 {
+            return bad(format!("num_classes must be ≥ 1 (no background column), got {}", self.num_classes));
+        }
+        let sizes = self.level_anchor_sizes();
+        if sizes.len() != self.fpn_levels.count() {
+            return bad(format!(
+                "anchor_sizes has {} entries but fpn_levels = {:?} has {} levels",
+                sizes.len(),
+                self.fpn_levels,
+                self.fpn_levels.count()
+            ));
+        }
+        if self.anchor_scales.is_empty() || self.anchor_aspect_ratios.is_empty() {
+            return bad("anchor_scales and anchor_aspect_ratios must not be empty".into());
+        }
+        let positive = |v: &f64| *v > 0.0 && v.is_finite();
+        if !sizes.iter().all(positive) || !self.anchor_scales.iter().all(positive) {
+            return bad("anchor sizes and scales must be finite and > 0".into());
+        }
+        for s in &sizes {
+            for k in &self.anchor_scales {
+                if (s * k).trunc() < 1.0 {
+                    return bad(format!("anchor size {s} × scale {k} truncates to 0 px"));
+                }
+            }
+        }
+        if !self.anchor_aspect_ratios.iter().all(positive) {
+            return bad("anchor_aspect_ratios must be finite and > 0".into());
+        }
+        if !self.box_coder_weights.iter().all(positive) {
+            return bad(format!("box_coder_weights must be > 0, got {:?}", self.box_coder_weights));
+        }
+        if !positive(&self.bbox_xform_clip) {
+            return bad(format!("bbox_xform_clip must be > 0, got {}", self.bbox_xform_clip));
+        }
+        if !(0.0..=1.0).contains(&self.bg_iou_thresh)
+            || !(0.0..=1.0).contains(&self.fg_iou_thresh)
+            || self.bg_iou_thresh > self.fg_iou_thresh
+        {
+            return bad(format!(
+                "need 0 ≤ bg_iou_thresh ≤ fg_iou_thresh ≤ 1, got {} and {}",
+                self.bg_iou_thresh, self.fg_iou_thresh
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.focal_alpha) && self.focal_alpha != -1.0 {
+            return bad(format!("focal_alpha must be in [0, 1] (or -1: off), got {}", self.focal_alpha));
+        }
+        if !non_negative(self.focal_gamma) {
+            return bad(format!("focal_gamma must be ≥ 0, got {}", self.focal_gamma));
+        }
+        if !non_negative(self.smooth_l1_beta) || !non_negative(self.giou_eps) {
+            return bad("smooth_l1_beta and giou_eps must be ≥ 0".into());
+        }
+        if !(0.0..1.0).contains(&self.score_thresh) {
+            return bad(format!("score_thresh must be in [0, 1), got {}", self.score_thresh));
+        }
+        if self.topk_candidates < 1 || self.detections_per_img < 1 {
+            return bad("topk_candidates and detections_per_img must be ≥ 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.nms_thresh) {
+            return bad(format!("nms_thresh must be in [0, 1], got {}", self.nms_thresh));
+        }
+        if !self.image_std.iter().all(positive) {
+            return bad(format!("image_std must be > 0, got {:?}", self.image_std));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_torchvision_default() {
+        let cfg: RetinaNetConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(cfg, RetinaNetConfig::default());
+        cfg.validate().unwrap();
+        assert_eq!(cfg.level_anchor_sizes(), vec![32.0, 64.0, 128.0, 256.0, 512.0]);
+        assert_eq!(cfg.anchors_per_location(), 9);
+    }
+
+    #[test]
+    fn roundtrip_and_schema() {
+        let cfg = RetinaNetConfig::torchvision_v2(BackboneKind::Resnet50);
+        let s = serde_json::to_string(&cfg).unwrap();
+        assert!(s.contains("\"group_norm\"") && s.contains("\"resnet50\"") && s.contains("\"c5\""));
+        let back: RetinaNetConfig = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, cfg);
+        // every key is in the schema (the engine checks unknown keys against it), with its doc
+        let schema = serde_json::to_value(schemars::schema_for!(RetinaNetConfig)).unwrap();
+        let props = schema["properties"].as_object().unwrap();
+        let keys = serde_json::to_value(&cfg).unwrap();
+        for k in keys.as_object().unwrap().keys() {
+            assert!(props.contains_key(k), "{k} missing from the schema");
+        }
+        assert!(props["fpn_channels"]["description"].as_str().unwrap().contains("FPN"));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let cfg = RetinaNetConfig { fpn_levels: FpnLevels::P3p5, ..Default::default() };
+        cfg.validate().unwrap(); // default sizes follow the level count
+        let cfg = RetinaNetConfig { anchor_sizes: Some(vec![32.0, 64.0]), ..cfg };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("anchor_sizes"), "{e}");
+        let cfg = RetinaNetConfig { head: HeadKind::GroupNorm, head_channels: 100, ..Default::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("head_gn_groups"));
+        let cfg = RetinaNetConfig { bg_iou_thresh: 0.6, ..Default::default() };
+        assert!(cfg.validate().is_err());
+        let cfg = RetinaNetConfig { num_classes: 0, ..Default::default() };
+        assert!(cfg.validate().is_err());
+    }
+}
