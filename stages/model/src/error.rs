@@ -54,3 +54,9 @@ fn describe_mismatch(missing: &[String], unexpected: &[String], mis_shaped: &[St
     .collect();
     format!("weights do not fit the model: {}", parts.join("; "))
 }
+
+impl From<midog_model_config::ConfigError> for Error {
+    fn from(e: midog_model_config::ConfigError) -> Self {
+        Error::Config(e.0)
+    }
+}

@@ -17,7 +17,10 @@ pub mod backbone;
 pub mod bench;
 pub mod box_coder;
 pub mod boxes;
-pub mod config;
+/// The model configuration, re-exported from the libtorch-free `midog-model-config` crate.
+pub mod config {
+    pub use midog_model_config::*;
+}
 mod error;
 pub mod fpn;
 pub mod head;
@@ -37,6 +40,6 @@ pub use error::Error;
 pub use head::HeadOutputs;
 pub use loss::{Losses, Targets};
 pub use postprocess::Detections;
-pub use precision::{LossScaler, Precision};
+pub use precision::{LossScaler, Precision, PrecisionExt};
 pub use retinanet::{RetinaNet, build, load_checkpoint};
 pub use train_step::{StepOutput, train_step};

@@ -9,47 +9,41 @@
 //!   for inf/NaN, the step is skipped when any is found and the scale backs off. Deciding whether to
 //!   step needs one host read per step (the only sync of the fp16 path).
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+pub use midog_model_config::Precision;
 use tch::{Kind, Tensor, nn};
 
-/// Numeric precision of the training step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// fp32 everywhere.
-    #[default]
-    Fp32,
-    /// bf16 compute by explicit casts, fp32 master weights and losses.
-    Bf16,
-    /// fp16 autocast (CUDA) with dynamic loss scaling.
-    Fp16,
+/// The libtorch side of [`Precision`] (the enum itself lives in the libtorch-free config crate).
+pub trait PrecisionExt: Copy {
+    /// Dtype the model's input is cast to (fp16 stays fp32: autocast casts per op).
+    fn input_kind(self) -> Kind;
+    /// Casts a normalised float input batch for the forward pass.
+    fn prepare_input(self, images: &Tensor) -> Tensor;
+    /// Runs `f` (the forward pass) under fp16 autocast for `Fp16`, plainly otherwise.
+    fn run<T>(self, f: impl FnOnce() -> T) -> T;
+    /// Whether this precision needs a [`LossScaler`].
+    fn needs_loss_scaling(self) -> bool;
 }
 
-impl Precision {
-    /// Dtype the model's input is cast to (fp16 stays fp32: autocast casts per op).
-    pub fn input_kind(self) -> Kind {
+impl PrecisionExt for Precision {
+    fn input_kind(self) -> Kind {
         match self {
             Precision::Bf16 => Kind::BFloat16,
             Precision::Fp32 | Precision::Fp16 => Kind::Float,
         }
     }
 
-    /// Casts a normalised float input batch for the forward pass.
-    pub fn prepare_input(self, images: &Tensor) -> Tensor {
+    fn prepare_input(self, images: &Tensor) -> Tensor {
         crate::layers::cast(images, self.input_kind())
     }
 
-    /// Runs `f` (the forward pass) under fp16 autocast for `Fp16`, plainly otherwise.
-    pub fn run<T>(self, f: impl FnOnce() -> T) -> T {
+    fn run<T>(self, f: impl FnOnce() -> T) -> T {
         match self {
             Precision::Fp16 => tch::autocast(true, f),
             _ => f(),
         }
     }
 
-    /// Whether this precision needs a [`LossScaler`].
-    pub fn needs_loss_scaling(self) -> bool {
+    fn needs_loss_scaling(self) -> bool {
         self == Precision::Fp16
     }
 }

@@ -4,7 +4,7 @@
 use tch::{Kind, Tensor, nn};
 
 use crate::loss::{Losses, Targets};
-use crate::precision::{LossScaler, Precision};
+use crate::precision::{LossScaler, Precision, PrecisionExt};
 use crate::retinanet::RetinaNet;
 
 /// Detached losses of the step (read them when needed: reading synchronises).

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use midog_model::bench::synthetic_targets;
-use midog_model::precision::{LossScaler, Precision};
+use midog_model::precision::{LossScaler, Precision, PrecisionExt};
 use midog_model::weights;
 use midog_model::{FpnLevels, HeadKind, RetinaNet, RetinaNetConfig, Targets, train_step};
 use tch::nn::OptimizerConfig;

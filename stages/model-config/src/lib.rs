@@ -1,4 +1,5 @@
-//! Model configuration: every field has a default equal to torchvision's RetinaNet (v1 head) with a
+//! Model configuration (kept free of libtorch so the `pipeline` front end can type, key and
+//! document the train stage without loading it): every field has a default equal to torchvision's RetinaNet (v1 head) with a
 //! ResNet-18 backbone and one class, so an empty table is a valid config.
 //!
 //! The config is serialised into every checkpoint (safetensors metadata), and the train stage uses it
@@ -11,7 +12,23 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+/// A model config that cannot work, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Numeric precision of the training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// fp32 everywhere.
+    #[default]
+    Fp32,
+    /// bf16 compute by explicit casts, fp32 master weights and losses.
+    Bf16,
+    /// fp16 autocast (CUDA) with dynamic loss scaling.
+    Fp16,
+}
 
 /// ResNet variant used as the backbone (torchvision's `resnet18`, `resnet34`, `resnet50`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -237,8 +254,8 @@ impl RetinaNetConfig {
     }
 
     /// Checks ranges and consistency; every model constructor calls this.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |msg: String| Err(Error::Config(msg));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError(msg));
         let non_negative = |v: f64| v.is_finite() && v >= 0.0;
         if self.trainable_backbone_layers > 5 {
             return bad(format!("trainable_backbone_layers must be 0..=5, got {}", self.trainable_backbone_layers));
