@@ -263,6 +263,8 @@ fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
         return status_of(&plan, &store, a.json, &a.force);
     }
     let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    // [slurm] is checked even for a local run: a misspelt key is an error wherever it is run.
+    let slurm_config = exec::slurm::SlurmConfig::from_experiment(&plan.experiment, registry.kinds())?;
     let executor = match a.executor {
         Some(e) => e,
         None => match plan.experiment.run.get("executor").and_then(|v| v.as_str()) {
@@ -279,7 +281,14 @@ fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
     };
     let mut backend: Box<dyn Backend> = match executor {
         ExecutorKind::Local => Box::new(exec::local::LocalBackend::new()),
-        ExecutorKind::Slurm => bail!(BadInput("the Slurm executor is not available in this build yet".into())),
+        ExecutorKind::Slurm => match exec::slurm::SlurmBackend::new(slurm_config, &store, &plan) {
+            Ok(b) => Box::new(b),
+            Err(e @ exec::slurm::command::SlurmError::NotInstalled { .. }) => bail!(BadInput(e.to_string())),
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context("cannot use Slurm from this machine (to find jobs of earlier runs and to submit)"));
+            }
+        },
     };
     store.clean_stale();
     let display = RunDisplay::new(a.quiet || a.json);
@@ -297,6 +306,11 @@ fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
         backend.name(),
         store.root().display()
     ));
+    if executor == ExecutorKind::Slurm
+        && let Some(warning) = exec::slurm::local_cache_warning(store.root())
+    {
+        display.line(&warning);
+    }
     let opts = RunOptions { jobs, gpus: a.gpus, force: a.force.clone(), fail_fast: a.fail_fast };
     let report = exec::execute(&plan, &store, backend.as_mut(), &opts, &display);
 
@@ -407,6 +421,9 @@ fn status(a: StatusArgs, registry: &Registry) -> Result<ExitCode> {
 fn status_of(plan: &Plan, store: &Store, json: bool, force: &[String]) -> Result<ExitCode> {
     let mut rows = Vec::new();
     let mut out_json = Vec::new();
+    // Stages submitted to Slurm by an earlier or concurrent run (one squeue for all of them).
+    let uncached: Vec<&crate::key::StageKey> = plan.jobs.iter().map(|j| &j.key).filter(|k| !store.has(k)).collect();
+    let slurm_jobs = exec::slurm::job_statuses(store, &uncached);
     for vp in &plan.variants {
         for (name, s) in &vp.stages {
             let cached = store.has(&s.key) && !force.contains(name);
@@ -415,12 +432,25 @@ fn status_of(plan: &Plan, store: &Store, json: bool, force: &[String]) -> Result
             if force.contains(name) {
                 reasons = vec![explain::Reason::Forced];
             }
-            let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
-            let state = if cached { "cached" } else { "will run" };
-            out_json.push(serde_json::json!({
-                "stage": name, "variant": vp.variant.name, "kind": s.kind, "status": if cached { "cached" } else { "run" },
+            let mut why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+            let slurm_job = if cached { None } else { slurm_jobs.get(&s.key) };
+            let (state, json_state) = match slurm_job {
+                Some(j) if j.is_live() && j.state.as_deref() == Some("PENDING") => ("queued", "queued"),
+                Some(j) if j.is_live() => ("running", "running"),
+                _ if cached => ("cached", "cached"),
+                _ => ("will run", "run"),
+            };
+            if let Some(j) = slurm_job {
+                why.insert(0, if j.is_live() { j.describe() } else { format!("last {}", j.describe()) });
+            }
+            let mut entry = serde_json::json!({
+                "stage": name, "variant": vp.variant.name, "kind": s.kind, "status": json_state,
                 "key": s.key.as_str(), "reasons": why,
-            }));
+            });
+            if let Some(j) = slurm_job {
+                entry["slurm_job"] = serde_json::json!({"id": j.job_id, "state": j.state});
+            }
+            out_json.push(entry);
             let mut row = vec![name.clone()];
             if plan.variants.len() > 1 {
                 row.push(vp.variant.name.clone());

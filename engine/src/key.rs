@@ -9,6 +9,7 @@
 //! | stage kind                                      | stage name (`[stages.NAME]`), variant name       |
 //! | implementation version (`StageDef::VERSION`)    | cache directory, experiment path                 |
 //! | resolved params, defaults filled in, typed      | TOML comments, key order, whitespace, `1e-4` vs `0.0001` |
+//! |                                                 | params a stage marks as not shaping its output (`NON_KEY_PARAMS`: device, loader threads) |
 //! | keys of the direct upstream stages (by kind)    | thread counts, `--jobs`, GPU ids, executor       |
 //! | content digests of external inputs, by logical name | absolute paths, mtimes, inode numbers         |
 //! | the key-encoding version ([`KEY_CONTEXT`])      | run ids, timestamps, host names                  |

@@ -22,6 +22,8 @@ pub struct PlannedStage {
     pub kind: String,
     pub key: StageKey,
     pub inputs: KeyInputs,
+    /// All resolved params, including those kept out of the key.
+    pub params: Value,
     /// Names of the direct upstream stages, in `needs` order.
     pub needs: Vec<String>,
     /// Names of every upstream stage, nearest first.
@@ -222,10 +224,16 @@ fn plan_variant(
             .iter()
             .map(|n| UpstreamRef { name: n.clone(), kind: stages[n].kind.clone(), key: stages[n].key.clone() })
             .collect();
+        let mut key_params = t.params.clone();
+        if let Some(map) = key_params.as_object_mut() {
+            for k in t.stage.non_key_params() {
+                map.remove(*k);
+            }
+        }
         let inputs = KeyInputs {
             kind: t.kind.to_string(),
             version: t.stage.version(),
-            params: t.params.clone(),
+            params: key_params,
             upstream,
             external: external
                 .iter()
@@ -255,6 +263,7 @@ fn plan_variant(
                 resources: t.stage.resources(&t.params),
                 worker: t.stage.worker(),
                 inputs,
+                params: t.params.clone(),
                 needs: t.needs.clone(),
                 ancestors,
                 external,

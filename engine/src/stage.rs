@@ -108,6 +108,9 @@ pub trait StageDef: Send + Sync + 'static {
     const NEEDS: &'static [&'static str];
     /// The executable (a sibling of the current one) that runs this kind; `None` = this one.
     const WORKER: Option<&'static str> = None;
+    /// Top-level params that choose *how* the stage runs, not what it produces (device, thread
+    /// counts): they reach the stage but stay out of its key.
+    const NON_KEY_PARAMS: &'static [&'static str] = &[];
 
     /// Checks that go beyond types (ranges, combinations).
     fn validate(_params: &Self::Params) -> Result<(), ParamError> {
@@ -143,6 +146,7 @@ pub trait Stage: Send + Sync {
     fn summary(&self) -> &'static str;
     fn needs(&self) -> &'static [&'static str];
     fn worker(&self) -> Option<&'static str>;
+    fn non_key_params(&self) -> &'static [&'static str];
     fn can_run(&self) -> bool;
     fn param_docs(&self) -> Vec<ParamDoc>;
     /// Types the raw table, fills defaults, validates, and returns the canonical params.
@@ -179,6 +183,9 @@ impl<S: StageDef> Stage for Typed<S> {
     }
     fn worker(&self) -> Option<&'static str> {
         S::WORKER
+    }
+    fn non_key_params(&self) -> &'static [&'static str] {
+        S::NON_KEY_PARAMS
     }
     fn can_run(&self) -> bool {
         self.runner.is_some()
@@ -261,6 +268,13 @@ fn param_error_from_serde(path: &mut Vec<String>, message: &str) -> ParamError {
         return ParamError { path: path.clone(), message: format!("`{given}` is not a valid value"), help: Some(help) };
     }
     ParamError { path: path.clone(), message: message.to_string(), help: None }
+}
+
+/// The first key of `raw` that params type `P` does not know (the check `pipeline run` does), for
+/// tools that read stage params from other files (e.g. a model TOML).
+pub fn unknown_key<P: JsonSchema>(raw: &toml::Table) -> Option<ParamError> {
+    let schema = schemars::schema_for!(P);
+    crate::schema_check::unknown_key(raw, schema.as_value())
 }
 
 /// Every stage kind a binary knows.

@@ -7,11 +7,15 @@
 pub mod artifact;
 pub mod cli;
 pub mod dataset;
+pub mod lr_schedule;
 pub mod nms;
 pub mod report;
 pub mod sample;
 pub mod score;
 pub mod split;
+pub mod tile_grid;
+pub mod tile_infer;
+pub mod train;
 
 use engine::Registry;
 
@@ -26,6 +30,8 @@ pub fn registry() -> Registry {
         .register::<sample::SampleStage>(sample::run)
         .register::<nms::NmsStage>(nms::run)
         .register::<score::ScoreStage>(score::run)
-        .register::<report::ReportStage>(report::run);
+        .register::<report::ReportStage>(report::run)
+        .declare::<train::TrainStage>()
+        .declare::<tile_infer::TileInferStage>();
     r
 }

@@ -14,6 +14,8 @@ use crate::store::Store;
 pub struct JobFile {
     pub key: StageKey,
     pub inputs: KeyInputs,
+    /// Every resolved param (the key's plus those that only choose how the stage runs).
+    pub params: serde_json::Value,
     pub experiment: String,
     pub variant: String,
     pub stage: String,
@@ -41,6 +43,7 @@ impl JobFile {
         JobFile {
             key: job.key.clone(),
             inputs: s.inputs.clone(),
+            params: s.params.clone(),
             experiment: plan.experiment.name.clone(),
             variant: s.variant.clone(),
             stage: s.name.clone(),

@@ -33,6 +33,20 @@ pub struct Launch<'a> {
     pub log: &'a Path,
     pub threads: usize,
     pub resources: Resources,
+    /// Stages this one needs that are launched but not finished yet. Always empty unless the
+    /// back-end [`queues_dependants`](Backend::queues_dependants): it then makes the stage wait
+    /// for them itself (Slurm: `--dependency=afterok`).
+    pub after: &'a [usize],
+}
+
+/// What a back-end did with its launched stages on Ctrl-C.
+#[derive(Debug, Default)]
+pub struct Interruption {
+    /// Stages left running on purpose (a Slurm job keeps going; a later run attaches to it),
+    /// each with a line saying where. The run stops waiting for them.
+    pub left_running: Vec<(usize, String)>,
+    /// Printed once after the stages: how to attach again or cancel them.
+    pub note: Option<String>,
 }
 
 pub enum ExecEvent {
@@ -50,6 +64,13 @@ pub enum ExecEvent {
         idx: usize,
         message: String,
     },
+    /// Something the back-end tells the user about a stage, printed as one line of the run's
+    /// output: `  <verb> <stage> <detail>` (e.g. "submitted", "Slurm job 12").
+    Note {
+        idx: usize,
+        verb: &'static str,
+        detail: String,
+    },
     Interrupt,
 }
 
@@ -58,9 +79,22 @@ pub trait Backend {
     /// Whether `--jobs` and the machine's GPUs bound what runs at once (a cluster queues instead).
     fn limits_slots(&self) -> bool;
     fn launch(&mut self, launch: Launch<'_>, events: &Sender<ExecEvent>) -> Result<(), String>;
-    /// Asks running workers to stop (`force`: kill them now).
+    /// Asks running workers to stop (`force`: kill them now). Used by `--fail-fast`, and by
+    /// Ctrl-C through the default [`interrupt`](Backend::interrupt).
     fn cancel(&mut self, force: bool);
     fn finished(&mut self, idx: usize);
+    /// Whether a stage may be launched while stages it needs are still running, because the
+    /// back-end orders them itself ([`Launch::after`]). A cluster then holds the whole DAG and
+    /// finishes it even if `pipeline run` goes away.
+    fn queues_dependants(&self) -> bool {
+        false
+    }
+    /// The first Ctrl-C (or SIGTERM/SIGHUP). By default running stages are asked to stop and the
+    /// run waits for them; a back-end whose stages outlive the run may leave them running instead.
+    fn interrupt(&mut self) -> Interruption {
+        self.cancel(false);
+        Interruption::default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,6 +105,8 @@ pub enum Status {
     Failed,
     Skipped,
     Cancelled,
+    /// Still running when the run ended (a Slurm job left running on Ctrl-C).
+    Running,
 }
 
 impl Status {
@@ -81,6 +117,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Skipped => "skipped",
             Status::Cancelled => "cancelled",
+            Status::Running => "running",
         }
     }
 }
@@ -187,12 +224,24 @@ pub fn execute(
                     progressed = true;
                     continue;
                 }
-                if !deps.iter().all(|&d| matches!(&states[d], State::Done(_))) {
+                let ready = |d: &usize| match &states[*d] {
+                    State::Done(_) => true,
+                    State::Running { .. } => backend.queues_dependants(),
+                    State::Pending => false,
+                };
+                if !deps.iter().all(ready) {
                     continue;
                 }
+                let after: Vec<usize> =
+                    deps.iter().copied().filter(|&d| matches!(states[d], State::Running { .. })).collect();
                 let job = &plan.jobs[i];
                 let res = job.stage.resources;
-                let cpus = if res.cpus == 0 { jobs } else { res.cpus.min(jobs) };
+                // A cluster gives a stage the CPUs it declares; only a shared machine caps them.
+                let cpus = match res.cpus {
+                    0 => jobs,
+                    n if backend.limits_slots() => n.min(jobs),
+                    n => n,
+                };
                 if backend.limits_slots() && cpus > free_cpus {
                     continue;
                 }
@@ -224,6 +273,7 @@ pub fn execute(
                             log: &log,
                             threads: cpus,
                             resources: res,
+                            after: &after,
                         },
                         &tx,
                     )?;
@@ -267,8 +317,30 @@ pub fn execute(
                 } else {
                     interrupted = true;
                     stopping = true;
-                    display.line("interrupted: stopping running stages (nothing half-done is published)…");
-                    backend.cancel(false);
+                    let left = backend.interrupt();
+                    if left.left_running.is_empty() {
+                        display.line("interrupted: stopping running stages (nothing half-done is published)…");
+                    } else {
+                        display.line("interrupted: leaving the launched stages running");
+                    }
+                    for (idx, message) in left.left_running {
+                        let State::Running { bar, start, .. } = std::mem::replace(&mut states[idx], State::Pending)
+                        else {
+                            continue;
+                        };
+                        bar.finish();
+                        backend.finished(idx);
+                        let s = &plan.jobs[idx].stage;
+                        display.line(&format!("  running   {:<30} {message}", label(plan, &s.variant, &s.name)));
+                        states[idx] = State::Done(JobOutcome {
+                            status: Status::Running,
+                            seconds: start.elapsed().as_secs_f64(),
+                            message: Some(message),
+                        });
+                    }
+                    if let Some(note) = left.note {
+                        display.line(&note);
+                    }
                 }
             }
             ExecEvent::Worker { idx, event } => {
@@ -280,6 +352,10 @@ pub fn execute(
                         WorkerEvent::Done { .. } => bar.message("publishing"),
                     }
                 }
+            }
+            ExecEvent::Note { idx, verb, detail } => {
+                let s = &plan.jobs[idx].stage;
+                display.line(&format!("  {verb:<9} {:<30} {detail}", label(plan, &s.variant, &s.name)));
             }
             ExecEvent::Failed { idx, message } => {
                 finish(
@@ -383,9 +459,22 @@ fn finish(
     let job = &plan.jobs[idx];
     let lbl = label(plan, &job.stage.variant, &job.stage.name);
     let published = store.has(&job.key);
+    // A stage queued behind one that failed ends too (Slurm cancels it): that is a skip.
+    let upstream_failed = job
+        .deps
+        .iter()
+        .any(|&d| matches!(&states[d], State::Done(o) if !matches!(o.status, Status::Cached | Status::Ran)));
     let outcome = if message.is_none() && code == Some(0) && published {
         let status = if cached_by_other { Status::Cached } else { Status::Ran };
+        // On a cluster the time since launch includes the queue: show the stage's own time.
+        let secs = if backend.limits_slots() {
+            secs
+        } else {
+            store.record(&job.key).ok().flatten().map(|r| r.seconds).unwrap_or(secs)
+        };
         JobOutcome { status, seconds: secs, message: None }
+    } else if upstream_failed && !published {
+        JobOutcome { status: Status::Skipped, seconds: secs, message: Some("an upstream stage failed".into()) }
     } else if code == Some(worker::EXIT_CANCELLED as i32) || (interrupted && message.is_none()) {
         JobOutcome { status: Status::Cancelled, seconds: secs, message: Some("interrupted".into()) }
     } else {
@@ -402,9 +491,10 @@ fn finish(
     bar.finish();
     let key = short(&job.key);
     match outcome.status {
-        Status::Ran => display.line(&format!("  ran       {lbl:<30} {:>9}  {key}", seconds(secs))),
+        Status::Ran => display.line(&format!("  ran       {lbl:<30} {:>9}  {key}", seconds(outcome.seconds))),
         Status::Cached => display.line(&format!("  cached    {lbl:<30} {:>9}  {key} (computed by another run)", "")),
         Status::Cancelled => display.line(&format!("  cancelled {lbl}")),
+        Status::Skipped => display.line(&format!("  skipped   {lbl:<30} {:>9}  {key} (an upstream stage failed)", "")),
         _ => {
             display.error(&format!("  failed    {lbl:<30} {:>9}  {key}", seconds(secs)));
             if let Some(m) = &outcome.message {

@@ -103,7 +103,7 @@ pub fn run_job(registry: &Registry, job: &JobFile) -> Result<(), StageError> {
     tracing::info!(stage = %job.stage, kind = %job.inputs.kind, key = %job.key, "running");
     let started_unix = now_unix();
     let start = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.run(&job.inputs.params, &ctx)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.run(&job.params, &ctx)));
     let result = match result {
         Ok(r) => r,
         Err(panic) => {

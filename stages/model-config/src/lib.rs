@@ -30,6 +30,18 @@ pub enum Precision {
     Fp16,
 }
 
+/// Normalisation inside the ResNet backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneNorm {
+    /// torchvision's `FrozenBatchNorm2d` (fixed statistics and affine): for pretrained weights.
+    #[default]
+    Frozen,
+    /// Trainable batch norm with batch statistics in training (torchvision's choice when the
+    /// backbone has no pretrained weights): needed to train a deep backbone from scratch.
+    Batch,
+}
+
 /// ResNet variant used as the backbone (torchvision's `resnet18`, `resnet34`, `resnet50`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
@@ -126,6 +138,8 @@ pub struct RetinaNetConfig {
     /// Number of backbone stages trained, counted from the top as torchvision does
     /// (0: none, 3: layer2–layer4 (default), 5: everything including conv1).
     pub trainable_backbone_layers: u8,
+    /// Backbone normalisation: "frozen" (pretrained weights) or "batch" (training from scratch).
+    pub backbone_norm: BackboneNorm,
     /// Epsilon of the frozen batch norms (torchvision: 1e-5; its COCO RetinaNet v1 weights need 0.0).
     pub bn_eps: f64,
     /// FPN pyramid levels: "p3p7" (torchvision) or "p3p5".
@@ -194,6 +208,7 @@ impl Default for RetinaNetConfig {
             backbone_weights: None,
             backbone_weights_skip: Vec::new(),
             trainable_backbone_layers: 3,
+            backbone_norm: BackboneNorm::Frozen,
             bn_eps: 1e-5,
             fpn_levels: FpnLevels::P3p7,
             fpn_channels: 256,

@@ -1,4 +1,5 @@
-//! ResNet-18/34/50 backbone exposing C3–C5, with torchvision's frozen batch norm.
+//! ResNet-18/34/50 backbone exposing C3–C5, with torchvision's frozen batch norm (pretrained
+//! weights) or trainable batch norm (training from scratch).
 //!
 //! Variable names equal torchvision's `resnet*` state dict (`conv1.weight`, `bn1.running_mean`,
 //! `layer2.0.downsample.0.weight`, …) under the path given to [`ResNet::new`] (the RetinaNet uses
@@ -7,7 +8,7 @@
 use tch::Tensor;
 use tch::nn::{self, Init};
 
-use crate::config::BackboneKind;
+use crate::config::{BackboneKind, BackboneNorm};
 use crate::layers::{Conv2d, ConvInit, ConvSpec, cast, param};
 
 /// torchvision's `FrozenBatchNorm2d`: batch norm with fixed statistics and affine parameters, all
@@ -55,6 +56,71 @@ impl FrozenBatchNorm2d {
     }
 }
 
+/// Trainable batch norm (`nn.BatchNorm2d`, momentum 0.1): batch statistics when training,
+/// running statistics otherwise. Same variable names as torchvision.
+#[derive(Debug)]
+pub struct TrainableBatchNorm2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub eps: f64,
+}
+
+impl TrainableBatchNorm2d {
+    pub fn new(vs: &nn::Path, channels: i64, eps: f64, trainable: bool) -> Self {
+        TrainableBatchNorm2d {
+            weight: param(vs, "weight", &[channels], Init::Const(1.0), trainable),
+            bias: param(vs, "bias", &[channels], Init::Const(0.0), trainable),
+            running_mean: param(vs, "running_mean", &[channels], Init::Const(0.0), false),
+            running_var: param(vs, "running_var", &[channels], Init::Const(1.0), false),
+            eps,
+        }
+    }
+
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let kind = xs.kind();
+        // Batch statistics are computed in fp32 for a bf16 input, then cast back.
+        let x = cast(xs, tch::Kind::Float);
+        let y = Tensor::batch_norm(
+            &x,
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train && self.weight.requires_grad(),
+            0.1,
+            self.eps,
+            true,
+        );
+        cast(&y, kind)
+    }
+}
+
+/// The backbone's normalisation layer.
+#[derive(Debug)]
+pub enum Norm {
+    Frozen(FrozenBatchNorm2d),
+    Batch(TrainableBatchNorm2d),
+}
+
+impl Norm {
+    fn new(vs: &nn::Path, channels: i64, eps: f64, kind: BackboneNorm, trainable: bool) -> Norm {
+        match kind {
+            BackboneNorm::Frozen => Norm::Frozen(FrozenBatchNorm2d::new(vs, channels, eps)),
+            BackboneNorm::Batch => Norm::Batch(TrainableBatchNorm2d::new(vs, channels, eps, trainable)),
+        }
+    }
+}
+
+/// `norm(conv(x))`: frozen batch norm (optionally folded into the convolution) or batch norm.
+fn conv_norm(xs: &Tensor, conv: &Conv2d, norm: &Norm, fold: bool, train: bool) -> Tensor {
+    match norm {
+        Norm::Frozen(bn) => conv_bn(xs, conv, bn, fold),
+        Norm::Batch(bn) => bn.forward_t(&conv.forward(xs), train),
+    }
+}
+
 /// `bn(conv(x))` for a bias-free convolution followed by a frozen batch norm.
 ///
 /// `fold`: fold the batch norm into the convolution (`W · scale`, bias `shift`), which saves two
@@ -74,7 +140,7 @@ pub fn conv_bn(xs: &Tensor, conv: &Conv2d, bn: &FrozenBatchNorm2d, fold: bool) -
 #[derive(Debug)]
 struct Downsample {
     conv: Conv2d,
-    bn: FrozenBatchNorm2d,
+    bn: Norm,
 }
 
 /// A residual block: BasicBlock (ResNet-18/34) or Bottleneck (ResNet-50, stride on the 3×3 conv as
@@ -82,12 +148,13 @@ struct Downsample {
 #[derive(Debug)]
 struct Block {
     convs: Vec<Conv2d>,
-    bns: Vec<FrozenBatchNorm2d>,
+    bns: Vec<Norm>,
     downsample: Option<Downsample>,
 }
 
 impl Block {
-    fn new(vs: &nn::Path, bottleneck: bool, c_in: i64, planes: i64, stride: i64, eps: f64, train: bool) -> Block {
+    #[allow(clippy::too_many_arguments)]
+    fn new(vs: &nn::Path, bottleneck: bool, c_in: i64, planes: i64, stride: i64, eps: f64, train: bool, norm: BackboneNorm) -> Block {
         let conv = |name: &str, ci, co, k, s| {
             let spec = ConvSpec::new(ci, co, k, ConvInit::KaimingNormalFanOut).stride(s).bias(false).trainable(train);
             Conv2d::new(&(vs / name), spec)
@@ -102,15 +169,13 @@ impl Block {
             let bns = ["bn1", "bn2", "bn3"]
                 .iter()
                 .zip([planes, planes, c_out])
-                .map(|(n, c)| FrozenBatchNorm2d::new(&(vs / *n), c, eps))
+                .map(|(n, c)| Norm::new(&(vs / *n), c, eps, norm, train))
                 .collect();
             (convs, bns, c_out)
         } else {
             let convs = vec![conv("conv1", c_in, planes, 3, stride), conv("conv2", planes, planes, 3, 1)];
-            let bns = vec![
-                FrozenBatchNorm2d::new(&(vs / "bn1"), planes, eps),
-                FrozenBatchNorm2d::new(&(vs / "bn2"), planes, eps),
-            ];
+            let bns =
+                vec![Norm::new(&(vs / "bn1"), planes, eps, norm, train), Norm::new(&(vs / "bn2"), planes, eps, norm, train)];
             (convs, bns, planes)
         };
         let downsample = (stride != 1 || c_in != c_out).then(|| {
@@ -123,23 +188,23 @@ impl Block {
                         .bias(false)
                         .trainable(train),
                 ),
-                bn: FrozenBatchNorm2d::new(&(&p / "1"), c_out, eps),
+                bn: Norm::new(&(&p / "1"), c_out, eps, norm, train),
             }
         });
         Block { convs, bns, downsample }
     }
 
-    fn forward(&self, xs: &Tensor, fold: bool) -> Tensor {
+    fn forward(&self, xs: &Tensor, fold: bool, train: bool) -> Tensor {
         let last = self.convs.len() - 1;
         let mut out = xs.shallow_clone();
         for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
-            out = conv_bn(&out, conv, bn, fold);
+            out = conv_norm(&out, conv, bn, fold, train);
             if i < last {
                 out = out.relu_();
             }
         }
         let identity = match &self.downsample {
-            Some(d) => conv_bn(xs, &d.conv, &d.bn, fold),
+            Some(d) => conv_norm(xs, &d.conv, &d.bn, fold, train),
             None => xs.shallow_clone(),
         };
         (out + identity).relu_()
@@ -153,7 +218,7 @@ impl Block {
 #[derive(Debug)]
 pub struct ResNet {
     conv1: Conv2d,
-    bn1: FrozenBatchNorm2d,
+    bn1: Norm,
     layers: Vec<Vec<Block>>,
     kind: BackboneKind,
     /// Fold the frozen batch norms into the convolutions (default; see [`conv_bn`]).
@@ -163,7 +228,7 @@ pub struct ResNet {
 impl ResNet {
     /// `trainable_layers`: 0–5 as torchvision's `trainable_backbone_layers` (counted from layer4 down to
     /// conv1); frozen convolutions are created as non-trainable variables.
-    pub fn new(vs: &nn::Path, kind: BackboneKind, trainable_layers: u8, bn_eps: f64) -> ResNet {
+    pub fn new(vs: &nn::Path, kind: BackboneKind, trainable_layers: u8, bn_eps: f64, norm: BackboneNorm) -> ResNet {
         let (bottleneck, counts) = match kind {
             BackboneKind::Resnet18 => (false, [2, 2, 2, 2]),
             BackboneKind::Resnet34 => (false, [3, 4, 6, 3]),
@@ -179,7 +244,7 @@ impl ResNet {
                 .bias(false)
                 .trainable(trainable(0)),
         );
-        let bn1 = FrozenBatchNorm2d::new(&(vs / "bn1"), 64, bn_eps);
+        let bn1 = Norm::new(&(vs / "bn1"), 64, bn_eps, norm, trainable(0));
         let mut c_in = 64;
         let mut layers = Vec::with_capacity(4);
         for (i, &count) in counts.iter().enumerate() {
@@ -190,7 +255,7 @@ impl ResNet {
             let mut blocks = Vec::with_capacity(count);
             for b in 0..count {
                 let s = if b == 0 { stride } else { 1 };
-                blocks.push(Block::new(&(&p / b), bottleneck, c_in, planes, s, bn_eps, train));
+                blocks.push(Block::new(&(&p / b), bottleneck, c_in, planes, s, bn_eps, train, norm));
                 c_in = if bottleneck { planes * 4 } else { planes };
             }
             layers.push(blocks);
@@ -202,15 +267,16 @@ impl ResNet {
         self.kind
     }
 
-    /// `[N, 3, H, W]` → `[C3, C4, C5]`. `train` has no effect (frozen batch norm) and is kept for
-    /// symmetry with tch's `ModuleT`.
-    pub fn forward_t(&self, xs: &Tensor, _train: bool) -> Vec<Tensor> {
+    /// `[N, 3, H, W]` → `[C3, C4, C5]`. `train` selects batch statistics for trainable batch norm;
+    /// frozen batch norm ignores it.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         let fold = self.fold_bn;
-        let mut x = conv_bn(xs, &self.conv1, &self.bn1, fold).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut x =
+            conv_norm(xs, &self.conv1, &self.bn1, fold, train).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         let mut outs = Vec::with_capacity(3);
         for (i, layer) in self.layers.iter().enumerate() {
             for block in layer {
-                x = block.forward(&x, fold);
+                x = block.forward(&x, fold, train);
             }
             if i >= 1 {
                 outs.push(x.shallow_clone());
@@ -239,7 +305,7 @@ mod tests {
     #[test]
     fn shapes_and_names() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = ResNet::new(&(vs.root() / "backbone" / "body"), BackboneKind::Resnet18, 3, 1e-5);
+        let net = ResNet::new(&(vs.root() / "backbone" / "body"), BackboneKind::Resnet18, 3, 1e-5, BackboneNorm::Frozen);
         let vars = vs.variables();
         for name in [
             "backbone.body.conv1.weight",
@@ -268,7 +334,7 @@ mod tests {
     fn folded_batch_norm_equals_unfolded() {
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
-        let mut net = ResNet::new(&vs.root(), BackboneKind::Resnet18, 5, 1e-5);
+        let mut net = ResNet::new(&vs.root(), BackboneKind::Resnet18, 5, 1e-5, BackboneNorm::Frozen);
         tch::no_grad(|| {
             for (name, mut v) in vs.variables() {
                 if name.contains("bn") || name.contains("downsample.1") {
@@ -288,9 +354,29 @@ mod tests {
     }
 
     #[test]
+    fn batch_norm_trains_and_updates_running_statistics() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = ResNet::new(&vs.root(), BackboneKind::Resnet18, 5, 1e-5, BackboneNorm::Batch);
+        let vars = vs.variables();
+        assert!(vars["bn1.weight"].requires_grad());
+        assert!(!vars["bn1.running_mean"].requires_grad());
+        let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        let before = vars["bn1.running_mean"].copy();
+        let out = net.forward_t(&x, true);
+        out[2].sum(Kind::Float).backward();
+        assert!(vars["bn1.weight"].grad().defined());
+        assert!(f64::try_from((&vars["bn1.running_mean"] - before).abs().sum(Kind::Float)).unwrap() > 0.0);
+        // Evaluation uses the running statistics and leaves them alone.
+        let frozen = vars["bn1.running_mean"].copy();
+        let _ = tch::no_grad(|| net.forward_t(&x, false));
+        assert_eq!(f64::try_from((&vars["bn1.running_mean"] - frozen).abs().sum(Kind::Float)).unwrap(), 0.0);
+    }
+
+    #[test]
     fn resnet50_channels() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = ResNet::new(&vs.root(), BackboneKind::Resnet50, 5, 1e-5);
+        let net = ResNet::new(&vs.root(), BackboneKind::Resnet50, 5, 1e-5, BackboneNorm::Frozen);
         assert!(vs.variables().contains_key("layer1.0.downsample.0.weight"));
         assert!(vs.variables().contains_key("layer4.2.conv3.weight"));
         let x = Tensor::zeros([1, 3, 64, 64], (Kind::Float, Device::Cpu));

@@ -1,1 +1,51 @@
-fn main() {}
+//! `pipeline-torch`: the worker that runs what needs libtorch — the train and tile_infer stages,
+//! `pipeline detect` and the training/inference benchmarks. `pipeline` starts it; it is not meant
+//! to be called directly (it accepts the same command line).
+
+mod batch_tensor;
+mod bench;
+mod detect;
+mod device;
+mod optim;
+mod tensorboard;
+mod tile_infer;
+mod tiled;
+mod train;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use engine::Registry;
+use engine::cli::EngineCommand;
+use stages::cli::{BenchCommand, Cli, Command};
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register::<stages::train::TrainStage>(train::run).register::<stages::tile_infer::TileInferStage>(tile_infer::run);
+    r
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Engine(EngineCommand::ExecStage { .. }) => {
+            let Command::Engine(cmd) = cli.command else { unreachable!() };
+            return engine::cli::execute(cmd, &registry());
+        }
+        Command::Detect(a) => {
+            engine::cli::init_tracing();
+            detect::run(a)
+        }
+        Command::Bench(BenchCommand::Train(a)) => bench::train(a),
+        Command::Bench(BenchCommand::Infer(a)) => bench::infer(a),
+        _ => {
+            eprintln!("error: pipeline-torch only runs the libtorch stages and commands; use `pipeline` instead");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => engine::cli::report_error(&e),
+    }
+}

@@ -1,1 +1,0 @@
-//! Slurm back-end (see issue: stages as Slurm jobs). Placeholder module until it lands.

@@ -1,0 +1,169 @@
+//! The train stage's definition: a RetinaNet (params flattened from `RetinaNetConfig`) trained on
+//! the sample stage's plan. It runs in `pipeline-torch`; this crate only types, keys and
+//! documents it, so planning never loads libtorch.
+
+use std::path::Path;
+
+use engine::{ExternalInput, ParamError, Resources, StageDef};
+use midog_model_config::{Precision, RetinaNetConfig};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::lr_schedule::Schedule;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+    /// SGD with momentum (Nesterov off).
+    Sgd,
+}
+
+/// Augmentations of training patches (validation patches are never augmented).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentParams {
+    /// Random horizontal and vertical flips.
+    pub flips: bool,
+    /// Random 90° rotations.
+    pub rot90: bool,
+    /// HED stain jitter strength (0 = off; 0.05 is mild).
+    pub stain_jitter: f32,
+    /// Brightness jitter (multiplicative, ± this fraction).
+    pub brightness: f32,
+    /// Contrast jitter (± this fraction around the patch mean).
+    pub contrast: f32,
+    /// Scale jitter (± this fraction; 0 = off).
+    pub scale_jitter: f32,
+}
+
+impl Default for AugmentParams {
+    fn default() -> Self {
+        AugmentParams { flips: true, rot90: true, stain_jitter: 0.05, brightness: 0.1, contrast: 0.1, scale_jitter: 0.1 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct TrainParams {
+    #[serde(flatten)]
+    pub model: RetinaNetConfig,
+    pub optimizer: Optimizer,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    pub schedule: Schedule,
+    /// Linear warm-up in optimisation steps (cosine and constant schedules).
+    pub warmup_steps: u64,
+    pub epochs: u32,
+    pub batch_size: usize,
+    /// "fp32", "bf16" (explicit casts) or "fp16" (autocast + dynamic loss scaling, CUDA).
+    pub precision: Precision,
+    /// Clip the global gradient norm to this value (None: off).
+    pub grad_clip: Option<f64>,
+    pub seed: u64,
+    /// "auto" (CUDA if available), "cpu", "cuda" or "cuda:N". Not part of the key.
+    pub device: String,
+    /// Validate every N epochs (and after the last).
+    pub val_every: u32,
+    pub augment: AugmentParams,
+    /// Patch-loading threads (0: automatic). Not part of the key.
+    pub loader_threads: usize,
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        TrainParams {
+            model: RetinaNetConfig::default(),
+            optimizer: Optimizer::Adam,
+            lr: 1e-4,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            schedule: Schedule::OneCycle,
+            warmup_steps: 0,
+            epochs: 10,
+            batch_size: 12,
+            precision: Precision::Fp32,
+            grad_clip: None,
+            seed: 0,
+            device: "auto".into(),
+            val_every: 1,
+            augment: AugmentParams::default(),
+            loader_threads: 0,
+        }
+    }
+}
+
+pub struct TrainStage;
+
+impl StageDef for TrainStage {
+    type Params = TrainParams;
+    const KIND: &'static str = "train";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "trains a RetinaNet (ResNet + FPN + focal loss) on the sampled patches; resumable";
+    const NEEDS: &'static [&'static str] = &["sample"];
+    const WORKER: Option<&'static str> = Some(crate::TORCH_WORKER);
+    const NON_KEY_PARAMS: &'static [&'static str] = &["device", "loader_threads"];
+
+    fn validate(p: &TrainParams) -> Result<(), ParamError> {
+        p.model.validate().map_err(|e| ParamError::new(&[], e.to_string()))?;
+        if !(p.lr > 0.0 && p.lr.is_finite()) {
+            return Err(ParamError::new(&["lr"], "must be a positive number"));
+        }
+        if p.weight_decay < 0.0 {
+            return Err(ParamError::new(&["weight_decay"], "must not be negative"));
+        }
+        if p.epochs == 0 {
+            return Err(ParamError::new(&["epochs"], "must be at least 1"));
+        }
+        if p.batch_size == 0 {
+            return Err(ParamError::new(&["batch_size"], "must be at least 1"));
+        }
+        if p.val_every == 0 {
+            return Err(ParamError::new(&["val_every"], "must be at least 1"));
+        }
+        if p.grad_clip.is_some_and(|g| !(g > 0.0)) {
+            return Err(ParamError::new(&["grad_clip"], "must be positive"));
+        }
+        parse_device(&p.device).map_err(|e| ParamError::new(&["device"], e))?;
+        Ok(())
+    }
+
+    fn external_inputs(p: &TrainParams, base: &Path) -> Result<Vec<ExternalInput>, ParamError> {
+        let Some(w) = &p.model.backbone_weights else { return Ok(Vec::new()) };
+        let path = base.join(w);
+        if !path.is_file() {
+            return Err(ParamError::new(&["backbone_weights"], format!("{} does not exist", path.display()))
+                .with_help("export torchvision weights with stages/model/parity/export_torchvision_weights.py"));
+        }
+        Ok(vec![ExternalInput { name: format!("backbone_weights:{}", w.display()), path }])
+    }
+
+    fn resources(_p: &TrainParams) -> Resources {
+        Resources { cpus: 0, gpus: 1, memory_mb: 16_384 }
+    }
+}
+
+/// A device request: "auto", "cpu", "cuda" or "cuda:N".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Auto,
+    Cpu,
+    Cuda(Option<usize>),
+}
+
+pub fn parse_device(s: &str) -> Result<DeviceRequest, String> {
+    match s {
+        "auto" => Ok(DeviceRequest::Auto),
+        "cpu" => Ok(DeviceRequest::Cpu),
+        "cuda" => Ok(DeviceRequest::Cuda(None)),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Ok(DeviceRequest::Cuda(Some(n))),
+            None => Err(format!("`{other}`: use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")),
+        },
+    }
+}

@@ -1,0 +1,267 @@
+//! `pipeline bench train` and `pipeline bench infer`: throughput of our training step and of
+//! whole-image inference, measured the way the stages run them. Side-by-side Python baselines:
+//! stages/model/parity/bench_torchvision.py (training) and stages/torch/bench/torchvision_infer.py
+//! (inference over OpenSlide tiles).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use midog_data::TiffImage;
+use midog_data::loader::{AugmentConfig, LoaderConfig, LoaderImage, PatchLoader, random_patch_plan};
+use midog_model::{LossScaler, Precision, RetinaNetConfig};
+use stages::cli::{InferBenchArgs, TrainBenchArgs};
+use stages::train::{Optimizer, TrainParams};
+use tch::Device;
+
+use crate::batch_tensor::TensorBatch;
+use crate::device;
+use crate::optim::FlatOptimizer;
+use crate::tiled::TiledDetector;
+
+fn precision(s: &str) -> Result<Precision> {
+    match s {
+        "fp32" => Ok(Precision::Fp32),
+        "bf16" => Ok(Precision::Bf16),
+        "fp16" => Ok(Precision::Fp16),
+        other => bail!("--precision {other}: use fp32, bf16 or fp16"),
+    }
+}
+
+fn model_config(model: Option<&Path>, backbone: &str) -> Result<RetinaNetConfig> {
+    let mut cfg = match model {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let params: TrainParams = toml::from_str(&text).with_context(|| format!("{}: invalid model keys", p.display()))?;
+            params.model
+        }
+        None => RetinaNetConfig::default(),
+    };
+    if model.is_none() {
+        cfg.backbone = serde_json::from_value(serde_json::Value::String(backbone.into()))
+            .map_err(|_| anyhow::anyhow!("--backbone {backbone}: use resnet18, resnet34 or resnet50"))?;
+    }
+    Ok(cfg)
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Mean GPU utilisation while `f` runs (nvidia-smi sampled every 100 ms), if nvidia-smi exists.
+fn with_gpu_utilisation<T>(device: Device, f: impl FnOnce() -> T) -> (T, Option<f64>) {
+    let Device::Cuda(i) = device else { return (f(), None) };
+    let child = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100", "-i", &i.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let result = f();
+    let Ok(mut child) = child else { return (result, None) };
+    let _ = child.kill();
+    let out = child.wait_with_output().ok();
+    let samples: Vec<f64> = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let mean = (!samples.is_empty()).then(|| samples.iter().sum::<f64>() / samples.len() as f64);
+    (result, mean)
+}
+
+pub fn train(a: &TrainBenchArgs) -> Result<()> {
+    let dev = device::resolve(&a.device, &[]).map_err(anyhow::Error::msg)?;
+    let precision = precision(&a.precision)?;
+    let cfg = model_config(a.model.as_deref(), &a.backbone)?;
+    tch::manual_seed(0);
+    let (vs, net) = midog_model::build(&cfg, dev)?;
+    let channels_last = dev.is_cuda();
+    if channels_last {
+        midog_model::precision::to_channels_last(&vs);
+    }
+    let mut opt = FlatOptimizer::new(&vs, Optimizer::Adam, 0.0, 0.9);
+    let mut scaler = LossScaler::new(precision);
+    let size = a.size as i64;
+    let anchors = net.anchors_for(size, size, dev);
+    let total = a.warmup + a.steps;
+    let mut timed_start = None;
+    let mut waited = 0.0;
+    let run = |opt: &mut FlatOptimizer, scaler: &mut LossScaler, pixels: &tch::Tensor, boxes: &[Vec<[f32; 4]>]| -> Result<()> {
+        let images = net.normalize(&midog_model::transform::upload(pixels, dev), channels_last);
+        let targets = crate::train::targets_of(boxes, cfg.num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let _ = crate::train::train_step(&net, opt, &vs, &images, &anchors, &targets, precision, scaler, 1e-4, None);
+        Ok(())
+    };
+    let source;
+    let (result, util) = with_gpu_utilisation(dev, || -> Result<()> {
+        if let Some(dir) = &a.dataset {
+            let files = tiff_files(dir)?;
+            let images: Vec<LoaderImage> = files.iter().map(|p| LoaderImage { path: p.clone(), boxes: vec![] }).collect();
+            let sizes: Vec<(u32, u32)> =
+                files.iter().map(|p| TiffImage::open(p).map(|t| (t.width(), t.height()))).collect::<Result<_, _>>()?;
+            let plan = random_patch_plan(&sizes, total, a.batch, a.size, 0);
+            let config = LoaderConfig { patch_size: a.size, threads: a.loader_threads, seed: 0, augment: AugmentConfig::STANDARD, prefetch_batches: 4 };
+            let b = a.batch as i64;
+            let loader = PatchLoader::start(images, plan, config, move |_| TensorBatch::allocate(b, size, dev))?;
+            let mut it = loader.into_iter();
+            for step in 0..total {
+                if step == a.warmup {
+                    sync(dev);
+                    timed_start = Some(Instant::now());
+                }
+                let t = Instant::now();
+                let batch = it.next().context("the loader ended early")??;
+                if step >= a.warmup {
+                    waited += t.elapsed().as_secs_f64();
+                }
+                let boxes = vec![vec![[100.0, 100.0, 150.0, 150.0]]; a.batch];
+                run(&mut opt, &mut scaler, &batch.pixels.tensor, &boxes)?;
+            }
+        } else {
+            let pixels = tch::Tensor::randint(256, [a.batch as i64, size, size, 3], (tch::Kind::Uint8, Device::Cpu));
+            let boxes: Vec<Vec<[f32; 4]>> =
+                (0..a.batch).map(|i| (0..3).map(|k| { let o = (40 + 60 * k + 7 * i) as f32; [o, o, o + 50.0, o + 50.0] }).collect()).collect();
+            for step in 0..total {
+                if step == a.warmup {
+                    sync(dev);
+                    timed_start = Some(Instant::now());
+                }
+                run(&mut opt, &mut scaler, &pixels, &boxes)?;
+            }
+        }
+        sync(dev);
+        Ok(())
+    });
+    result?;
+    source = if a.dataset.is_some() { format!("real loader ({} threads)", a.loader_threads) } else { "synthetic tensors".into() };
+    let secs = timed_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+    let img_s = (a.steps * a.batch) as f64 / secs;
+    let report = serde_json::json!({
+        "what": "train", "backbone": format!("{:?}", cfg.backbone).to_lowercase(), "fpn_levels": format!("{:?}", cfg.fpn_levels).to_lowercase(),
+        "batch": a.batch, "size": a.size, "precision": a.precision, "device": device::describe(dev),
+        "gpu_name": gpu_name(dev), "input": source, "steps": a.steps, "seconds": secs, "img_per_s": img_s,
+        "loader_wait_fraction": if a.dataset.is_some() { Some(waited / secs) } else { None },
+        "gpu_utilisation_percent": util,
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "train step: {} FPN {}, batch {} × {} px, {}, {} on {}: {:.1} img/s{}{}",
+            report["backbone"].as_str().unwrap_or(""),
+            report["fpn_levels"].as_str().unwrap_or(""),
+            a.batch,
+            a.size,
+            a.precision,
+            source,
+            device::describe(dev),
+            img_s,
+            a.dataset.as_ref().map(|_| format!(", waiting for the loader {:.0} % of the time", 100.0 * waited / secs)).unwrap_or_default(),
+            util.map(|u| format!(", GPU utilisation {u:.0} %")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn gpu_name(dev: Device) -> Option<String> {
+    let Device::Cuda(i) = dev else { return None };
+    let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=name", "--format=csv,noheader", "-i", &i.to_string()]).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn tiff_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tif" || e == "tiff"))
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        bail!("no .tif/.tiff files in {}", dir.display());
+    }
+    Ok(v)
+}
+
+pub fn infer(a: &InferBenchArgs) -> Result<()> {
+    let dev = device::resolve(&a.device, &[]).map_err(anyhow::Error::msg)?;
+    let precision = precision(&a.precision)?;
+    let (vs, net) = match &a.checkpoint {
+        Some(c) => crate::detect::load_model(c, None, dev)?,
+        None => {
+            tch::manual_seed(0);
+            midog_model::build(&RetinaNetConfig::default(), dev)?
+        }
+    };
+    let channels_last = dev.is_cuda();
+    if channels_last {
+        midog_model::precision::to_channels_last(&vs);
+    }
+    let tmp;
+    let path = match &a.image {
+        Some(p) => p.clone(),
+        None => {
+            tmp = tempdir()?;
+            let scale = (a.width as f64 / 7215.0).max(a.height as f64 / 5412.0).min(1.0);
+            let cfg = midog_synth::SynthConfig { images_per_scanner: 1, scale, scanners: vec!["XR".into()], ..Default::default() };
+            midog_synth::generate(&tmp, &cfg, &|_, _| {})?;
+            tmp.join("001.tiff")
+        }
+    };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let detector = TiledDetector {
+        net: &net,
+        device: dev,
+        precision,
+        tile: a.tile_size,
+        overlap: a.overlap,
+        batch_size: a.batch_size,
+        min_score: 0.05,
+        threads: if dev.is_cuda() { threads.saturating_sub(1).max(1) } else { (threads / 2).max(1) },
+        channels_last,
+    };
+    let mut times = Vec::new();
+    let mut tiles = 0;
+    for r in 0..a.repeats + 1 {
+        // A fresh tile cache each time: every image is read from its file, as in a real run.
+        let tiff = Arc::new(TiffImage::open(&path)?);
+        tiles = stages::tile_grid::TileGrid::new(tiff.width(), tiff.height(), a.tile_size, a.overlap).len();
+        sync(dev);
+        let t = Instant::now();
+        detector.detect(&tiff, &mut |_| true).map_err(anyhow::Error::msg)?;
+        sync(dev);
+        if r > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let tiff = TiffImage::open(&path)?;
+    let report = serde_json::json!({
+        "what": "infer", "width": tiff.width(), "height": tiff.height(), "tiles": tiles, "tile_size": a.tile_size,
+        "overlap": a.overlap, "batch": a.batch_size, "precision": a.precision, "device": device::describe(dev),
+        "gpu_name": gpu_name(dev), "seconds_per_image": median, "repeats": a.repeats,
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "whole-image inference: {} × {} px, {tiles} tiles of {} px, {} on {}: {:.2} s per image (median of {})",
+            tiff.width(),
+            tiff.height(),
+            a.tile_size,
+            a.precision,
+            device::describe(dev),
+            median,
+            a.repeats
+        );
+    }
+    Ok(())
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("pipeline-bench-infer-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}

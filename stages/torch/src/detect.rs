@@ -1,0 +1,98 @@
+//! `pipeline detect`: a trained model (our checkpoint, or torchvision RetinaNet weights with a
+//! model TOML) over whole images, with the same tiling and NMS as the pipeline, written as
+//! official MIDOG JSON.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use midog_data::TiffImage;
+use midog_eval::BoxDetection;
+use midog_eval::formats::DetectionsFile;
+use midog_model::RetinaNet;
+use stages::cli::DetectArgs;
+use stages::train::TrainParams;
+use tch::nn::VarStore;
+
+use crate::device;
+use crate::tiled::TiledDetector;
+
+/// Loads our checkpoint (self-describing), or torchvision weights with the architecture from `model`.
+pub fn load_model(checkpoint: &Path, model: Option<&Path>, dev: tch::Device) -> Result<(VarStore, RetinaNet)> {
+    let (_, meta) = midog_model::weights::read_safetensors(checkpoint)?;
+    if midog_model::weights::checkpoint_config(checkpoint, &meta).is_ok() && model.is_none() {
+        return Ok(midog_model::load_checkpoint(checkpoint, dev)?);
+    }
+    let Some(model) = model else {
+        bail!(
+            "{} carries no model config (not a checkpoint of the train stage); give the architecture with --model model.toml",
+            checkpoint.display()
+        );
+    };
+    let text = std::fs::read_to_string(model).with_context(|| format!("reading {}", model.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{}: invalid TOML", model.display()))?;
+    if let Some(e) = engine::stage::unknown_key::<TrainParams>(&table) {
+        bail!("{}: {}{}", model.display(), e.message, e.help.map(|h| format!(" ({h})")).unwrap_or_default());
+    }
+    let params: TrainParams = toml::Value::Table(table).try_into().with_context(|| format!("{}: invalid model keys", model.display()))?;
+    let mut cfg = params.model;
+    cfg.backbone_weights = Some(checkpoint.to_path_buf());
+    Ok(midog_model::build(&cfg, dev)?)
+}
+
+pub fn run(a: &DetectArgs) -> Result<()> {
+    let dev = device::resolve(&a.device, &[]).map_err(anyhow::Error::msg)?;
+    let precision = match a.precision.as_str() {
+        "fp32" => midog_model::Precision::Fp32,
+        "bf16" => midog_model::Precision::Bf16,
+        other => bail!("--precision {other}: use fp32 or bf16"),
+    };
+    let (vs, net) = load_model(&a.checkpoint, a.model.as_deref(), dev)?;
+    let channels_last = dev.is_cuda();
+    if channels_last {
+        midog_model::precision::to_channels_last(&vs);
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let detector = TiledDetector {
+        net: &net,
+        device: dev,
+        precision,
+        tile: a.tile_size,
+        overlap: a.overlap,
+        batch_size: a.batch_size,
+        min_score: a.min_score,
+        threads: if dev.is_cuda() { threads.saturating_sub(1).max(1) } else { (threads / 2).max(1) },
+        channels_last,
+    };
+    let mut out = DetectionsFile::default();
+    let mut raw = serde_json::Map::new();
+    for path in &a.images {
+        let tiff = Arc::new(TiffImage::open(path)?);
+        let um = match (tiff.um_per_px(), a.um_per_px) {
+            (_, Some(u)) => u,
+            (Some(u), None) => u,
+            (None, None) => bail!("{}: the file has no resolution tags; give --um-per-px", path.display()),
+        };
+        let start = std::time::Instant::now();
+        let found = detector.detect(&tiff, &mut |_| true).map_err(anyhow::Error::msg)?;
+        let boxes: Vec<BoxDetection> = found
+            .iter()
+            .map(|c| BoxDetection { x1: c.b[0], y1: c.b[1], x2: c.b[2], y2: c.b[3], score: c.score, tile: c.tile })
+            .collect();
+        let dets = stages::nms::suppress(&boxes, a.iou, a.radius_px);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        eprintln!("{name}: {} detections ({} candidates) in {:.2} s", dets.len(), found.len(), start.elapsed().as_secs_f64());
+        out.insert_pixels(name.clone(), &dets, um);
+        if a.raw_boxes.is_some() {
+            let list: Vec<serde_json::Value> =
+                found.iter().map(|c| serde_json::json!({"tile": c.tile, "box": c.b, "score": c.score})).collect();
+            raw.insert(name, serde_json::Value::Array(list));
+        }
+    }
+    out.save(&a.output)?;
+    if let Some(p) = &a.raw_boxes {
+        std::fs::write(p, serde_json::to_vec_pretty(&raw)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    println!("wrote {} ({} images)", a.output.display(), a.images.len());
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! The train stage: RetinaNet training on the sample stage's plan, fed by the patch loader, with
+//! per-epoch validation (loss and F1 on the validation patches), best/last checkpoints, a Parquet
+//! metrics table, a TensorBoard event file and loss-curve PNGs. Resumable: each finished epoch
+//! leaves weights, optimiser state and metrics in the stage's resume directory, and a run with
+//! the same key continues from there.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use engine::{StageContext, StageError};
+use midog_data::loader::{AugmentConfig, LoaderConfig, LoaderImage, PatchLoader, PatchSpec};
+use midog_model::{LossScaler, Precision, PrecisionExt, RetinaNet, Targets};
+use serde::{Deserialize, Serialize};
+use stages::artifact::dataset_manifest::LoadedDataset;
+use stages::artifact::sample_plan::PlannedPatch;
+use stages::artifact::tables::TableBuilder;
+use stages::artifact::{DatasetManifest, SamplePlan};
+use stages::lr_schedule::lr_at;
+use stages::train::TrainParams;
+use tch::{Device, Kind, Tensor};
+
+use crate::batch_tensor::TensorBatch;
+use crate::device;
+use crate::optim::FlatOptimizer;
+use crate::tensorboard::EventWriter;
+use crate::validate::{ValidationResult, validate};
+
+/// One row of `metrics.parquet` (one per epoch).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsRow {
+    pub epoch: u32,
+    pub step: u64,
+    pub lr: f64,
+    pub loss: f64,
+    pub cls_loss: f64,
+    pub box_loss: f64,
+    pub val_loss: Option<f64>,
+    pub val_f1: Option<f64>,
+    pub val_threshold: Option<f64>,
+    pub img_per_s: f64,
+    pub seconds: f64,
+}
+
+/// What a resumed run needs besides weights and optimiser state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TrainState {
+    epochs_done: u32,
+    global_step: u64,
+    best_f1: Option<f64>,
+    best_epoch: Option<u32>,
+    rows: Vec<MetricsRow>,
+}
+
+fn model_err(e: midog_model::Error) -> StageError {
+    StageError::domain(e)
+}
+
+/// The loader's view of a set of images: their files and mitosis boxes, and where each image id is.
+pub struct ImageSet {
+    pub images: Vec<LoaderImage>,
+    pub index: HashMap<u32, usize>,
+    pub um_per_px: Vec<f64>,
+}
+
+impl ImageSet {
+    pub fn new(ids: impl Iterator<Item = u32>, dataset: &LoadedDataset) -> Result<ImageSet, StageError> {
+        let mut set = ImageSet { images: Vec::new(), index: HashMap::new(), um_per_px: Vec::new() };
+        for id in ids {
+            if set.index.contains_key(&id) {
+                continue;
+            }
+            let img = dataset.image(id)?;
+            set.index.insert(id, set.images.len());
+            set.um_per_px.push(img.um_per_px);
+            set.images.push(LoaderImage {
+                path: dataset.path_of(img),
+                boxes: img.mitoses.iter().map(|b| [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]).collect(),
+            });
+        }
+        Ok(set)
+    }
+
+    pub fn batches(&self, patches: &[PlannedPatch], batch_size: usize) -> Vec<Vec<PatchSpec>> {
+        patches
+            .chunks(batch_size)
+            .map(|c| c.iter().map(|p| PatchSpec { image: self.index[&p.image_id], x: p.x, y: p.y }).collect())
+            .collect()
+    }
+}
+
+/// Loader boxes → padded targets on the device (slivers clipped at the patch border dropped).
+pub fn targets_of(boxes: &[Vec<[f32; 4]>], num_classes: i64, device: Device) -> Result<Targets, StageError> {
+    let kept: Vec<Vec<[f32; 4]>> =
+        boxes.iter().map(|bs| bs.iter().copied().filter(|b| b[2] - b[0] >= 1.0 && b[3] - b[1] >= 1.0).collect()).collect();
+    let labels: Vec<Vec<i64>> = kept.iter().map(|bs| vec![0; bs.len()]).collect();
+    Targets::from_lists(&kept, &labels, num_classes, device).map_err(model_err)
+}
+
+pub fn loader_threads(requested: usize, stage_threads: usize, device: Device) -> usize {
+    if requested > 0 {
+        requested
+    } else if device.is_cuda() {
+        stage_threads.saturating_sub(1).max(1)
+    } else {
+        (stage_threads / 2).max(1)
+    }
+}
+
+/// Reads a panic payload; libtorch errors (e.g. CUDA out of memory) arrive as panics from tch.
+pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown error".into())
+}
+
+pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
+    let device = device::resolve(&p.device, &ctx.devices).map_err(StageError::msg)?;
+    tch::set_num_threads(ctx.threads as i32);
+    tch::manual_seed(p.seed as i64);
+    let plan = SamplePlan::load(ctx.input("sample")?)?;
+    let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
+    let mut cfg = p.model.clone();
+    if let Some(w) = &cfg.backbone_weights {
+        cfg.backbone_weights = Some(ctx.experiment_dir.join(w));
+    }
+    let (vs, net) = midog_model::build(&cfg, device).map_err(model_err)?;
+    let channels_last = device.is_cuda();
+    if channels_last {
+        midog_model::precision::to_channels_last(&vs);
+    }
+    let mut opt = FlatOptimizer::new(&vs, p.optimizer, p.weight_decay, p.momentum);
+    tracing::info!("training on {} with {} parameters", device::describe(device), opt.parameters());
+
+    let resume = ctx.resume_dir()?.to_path_buf();
+    let mut state: TrainState = std::fs::read(resume.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if state.epochs_done > 0 {
+        let (tensors, _) = midog_model::weights::read_safetensors(&resume.join("last.safetensors")).map_err(model_err)?;
+        midog_model::weights::load_state_dict(&vs, tensors, &resume.join("last.safetensors"), &[]).map_err(model_err)?;
+        opt.load(&resume.join("optimizer.safetensors")).map_err(StageError::msg)?;
+        tracing::info!("resuming after epoch {} of {} (from {})", state.epochs_done, p.epochs, resume.display());
+    }
+
+    let patch = plan.recipe.patch_size;
+    let train_set = ImageSet::new(plan.train.iter().map(|i| i.id), &dataset)?;
+    let val_set = ImageSet::new(plan.val_patches.iter().map(|v| v.image_id), &dataset)?;
+    let val_batches = val_set.batches(&plan.val_patches, p.batch_size);
+    let steps_per_epoch = plan.epoch(0).len().div_ceil(p.batch_size) as u64;
+    let total_steps = steps_per_epoch * p.epochs as u64;
+    let anchors = net.anchors_for(patch as i64, patch as i64, device);
+    let precision = p.precision;
+    let mut scaler = LossScaler::new(precision);
+    let threads = loader_threads(p.loader_threads, ctx.threads, device);
+    let augment = AugmentConfig {
+        flips: p.augment.flips,
+        rot90: p.augment.rot90,
+        stain_jitter: p.augment.stain_jitter,
+        brightness: p.augment.brightness,
+        contrast: p.augment.contrast,
+        scale_jitter: p.augment.scale_jitter,
+    };
+    let tb_dir = resume.join("tensorboard");
+    std::fs::create_dir_all(&tb_dir).map_err(|e| StageError::io(&tb_dir, e))?;
+    let mut events = EventWriter::create(&tb_dir).map_err(|e| StageError::io(&tb_dir, e))?;
+    tracing::info!("live TensorBoard: tensorboard --logdir {}", tb_dir.display());
+
+    ctx.progress().start(total_steps, "training");
+    ctx.progress().set(state.global_step);
+    for epoch in state.epochs_done..p.epochs {
+        let epoch_start = Instant::now();
+        let batches = train_set.batches(&plan.epoch(epoch), p.batch_size);
+        let n_images: usize = batches.iter().map(Vec::len).sum();
+        let config = LoaderConfig {
+            patch_size: patch,
+            threads,
+            seed: stages::artifact::sample_plan::mix(p.seed, epoch as u64),
+            augment,
+            prefetch_batches: 4,
+        };
+        let b = p.batch_size as i64;
+        let loader = PatchLoader::start(train_set.images.clone(), batches, config, move |_| {
+            TensorBatch::allocate(b, patch as i64, device)
+        })
+        .map_err(StageError::domain)?;
+        let mut step_losses: Vec<Tensor> = Vec::with_capacity(steps_per_epoch as usize);
+        let mut last_lr = p.lr;
+        for batch in loader {
+            ctx.check_cancelled()?;
+            let batch = batch.map_err(StageError::domain)?;
+            let n = batch.specs.len() as i64;
+            let pixels = midog_model::transform::upload(&batch.pixels.tensor.narrow(0, 0, n), device);
+            let images = net.normalize(&pixels, channels_last);
+            let targets = targets_of(&batch.boxes, cfg.num_classes, device)?;
+            last_lr = lr_at(p.schedule, p.lr, state.global_step, total_steps, p.warmup_steps);
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                train_step(&net, &mut opt, &vs, &images, &anchors, &targets, precision, &mut scaler, last_lr, p.grad_clip)
+            }));
+            let losses = match step {
+                Ok(l) => l,
+                Err(panic) => return Err(step_failure(&panic_message(&panic), p, epoch, state.global_step, &resume)),
+            };
+            step_losses.push(losses);
+            state.global_step += 1;
+            ctx.progress().inc(1);
+            if state.global_step % 20 == 0 {
+                // One read every 20 steps for the progress line (the loss is on the device).
+                let l = step_losses.last().map(|t| t.double_value(&[0])).unwrap_or(f64::NAN);
+                ctx.progress().set_message(&format!("epoch {}/{} loss {l:.3}", epoch + 1, p.epochs));
+            }
+        }
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
+        let losses = Tensor::stack(&step_losses, 0).to_device(Device::Cpu);
+        let values: Vec<f32> = Vec::<f32>::try_from(losses.reshape([-1])).map_err(|e| StageError::msg(e.to_string()))?;
+        let rows: Vec<&[f32]> = values.chunks(3).collect();
+        if let Some(bad) = rows.iter().position(|r| !r[0].is_finite()) {
+            let global = state.global_step - rows.len() as u64 + bad as u64;
+            return Err(StageError::msg(format!(
+                "the loss became {} at epoch {} step {} (global step {global}); the last good checkpoint is {} (after epoch {}). Lower lr, set grad_clip, or use precision = \"fp32\"",
+                rows[bad][0],
+                epoch + 1,
+                bad + 1,
+                resume.join("last.safetensors").display(),
+                state.epochs_done
+            )));
+        }
+        let mean = |i: usize| rows.iter().map(|r| r[i] as f64).sum::<f64>() / rows.len().max(1) as f64;
+        let validate_now = (epoch + 1) % p.val_every == 0 || epoch + 1 == p.epochs;
+        let val: Option<ValidationResult> = if validate_now && !val_batches.is_empty() {
+            Some(validate(&net, &val_set, val_batches.clone(), patch, &anchors, device, precision, channels_last, threads, cfg.num_classes)?)
+        } else {
+            None
+        };
+        let row = MetricsRow {
+            epoch: epoch + 1,
+            step: state.global_step,
+            lr: last_lr,
+            loss: mean(0),
+            cls_loss: mean(1),
+            box_loss: mean(2),
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_f1: val.as_ref().map(|v| v.f1),
+            val_threshold: val.as_ref().map(|v| v.threshold),
+            img_per_s: n_images as f64 / train_seconds,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        };
+        tracing::info!(
+            "epoch {}/{}: loss {:.4} (cls {:.4}, box {:.4}), val loss {}, val F1 {}, {:.1} img/s",
+            row.epoch,
+            p.epochs,
+            row.loss,
+            row.cls_loss,
+            row.box_loss,
+            fmt(row.val_loss),
+            fmt(row.val_f1),
+            row.img_per_s
+        );
+        write_events(&mut events, &row).map_err(|e| StageError::io(&events.path, e))?;
+
+        // Checkpoint the finished epoch (atomic files), then the state that points at it.
+        let save = |path: &Path| net.save_checkpoint(&vs, path).map_err(model_err);
+        save(&resume.join("last.safetensors"))?;
+        opt.save(&resume.join("optimizer.safetensors")).map_err(model_err)?;
+        let improved = match (row.val_f1, state.best_f1) {
+            (Some(f), Some(b)) => f > b,
+            (Some(_), None) => true,
+            (None, _) => state.best_epoch.is_none(),
+        };
+        if improved {
+            save(&resume.join("best.safetensors"))?;
+            state.best_f1 = row.val_f1.or(state.best_f1);
+            state.best_epoch = Some(row.epoch);
+        }
+        state.epochs_done = epoch + 1;
+        state.rows.push(row);
+        let bytes = serde_json::to_vec_pretty(&state).map_err(|e| StageError::msg(e.to_string()))?;
+        engine::store::write_atomic(&resume.join("state.json"), &bytes).map_err(|e| StageError::io(resume.join("state.json"), e))?;
+    }
+    finish(ctx, &resume, &state)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_step(
+    net: &RetinaNet,
+    opt: &mut FlatOptimizer,
+    vs: &tch::nn::VarStore,
+    images: &Tensor,
+    anchors: &Tensor,
+    targets: &Targets,
+    precision: Precision,
+    scaler: &mut LossScaler,
+    lr: f64,
+    clip: Option<f64>,
+) -> Tensor {
+    opt.zero_grad();
+    let out = precision.run(|| net.forward_t(&precision.prepare_input(images), true));
+    let losses = net.loss(&out.to_kind(Kind::Float), anchors, targets);
+    if scaler.enabled() {
+        scaler.scale_loss(&losses.total).backward();
+        let vars = vs.trainable_variables();
+        let found_inf = scaler.unscale_(&vars).map(|f| bool::try_from(&f).unwrap_or(true)).unwrap_or(false);
+        if scaler.update(found_inf) {
+            let _ = opt.step(lr, clip);
+        }
+    } else {
+        losses.total.backward();
+        let _ = opt.step(lr, clip);
+    }
+    Tensor::stack(&[losses.total.detach(), losses.classification.detach(), losses.box_regression.detach()], 0)
+}
+
+fn step_failure(message: &str, p: &TrainParams, epoch: u32, step: u64, resume: &Path) -> StageError {
+    if message.contains("out of memory") {
+        let smaller = (p.batch_size / 2).max(1);
+        StageError::msg(format!(
+            "GPU out of memory with batch_size = {} (epoch {}, step {step}); try batch_size = {smaller}{}",
+            p.batch_size,
+            epoch + 1,
+            if p.precision == Precision::Fp32 { " or precision = \"bf16\"" } else { "" }
+        ))
+    } else {
+        StageError::msg(format!(
+            "training step failed at epoch {} (global step {step}): {message}\n(the last finished epoch's checkpoint is in {})",
+            epoch + 1,
+            resume.display()
+        ))
+    }
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into())
+}
+
+fn write_events(w: &mut EventWriter, row: &MetricsRow) -> std::io::Result<()> {
+    let step = row.step as i64;
+    w.scalar("loss/train", step, row.loss as f32)?;
+    w.scalar("loss/train_classification", step, row.cls_loss as f32)?;
+    w.scalar("loss/train_box", step, row.box_loss as f32)?;
+    w.scalar("lr", step, row.lr as f32)?;
+    w.scalar("throughput/img_per_s", step, row.img_per_s as f32)?;
+    if let Some(v) = row.val_loss {
+        w.scalar("loss/val", step, v as f32)?;
+    }
+    if let Some(v) = row.val_f1 {
+        w.scalar("f1/val_patches", step, v as f32)?;
+    }
+    Ok(())
+}
+
+/// Publishes checkpoints, metrics, TensorBoard events and plots into the stage's output.
+fn finish(ctx: &StageContext, resume: &Path, state: &TrainState) -> Result<(), StageError> {
+    let out = ctx.out_dir();
+    let ck = out.join("checkpoints");
+    std::fs::create_dir_all(&ck).map_err(|e| StageError::io(&ck, e))?;
+    for name in ["best.safetensors", "last.safetensors"] {
+        std::fs::copy(resume.join(name), ck.join(name)).map_err(|e| StageError::io(resume.join(name), e))?;
+    }
+    let tb_out = out.join("tensorboard");
+    std::fs::create_dir_all(&tb_out).map_err(|e| StageError::io(&tb_out, e))?;
+    for e in std::fs::read_dir(resume.join("tensorboard")).map_err(|e| StageError::io(resume, e))?.flatten() {
+        std::fs::copy(e.path(), tb_out.join(e.file_name())).map_err(|err| StageError::io(e.path(), err))?;
+    }
+    let r = &state.rows;
+    TableBuilder::new()
+        .u32("epoch", r.iter().map(|x| x.epoch).collect())
+        .u64("step", r.iter().map(|x| x.step).collect())
+        .f64("lr", r.iter().map(|x| x.lr).collect())
+        .f64("loss", r.iter().map(|x| x.loss).collect())
+        .f64("cls_loss", r.iter().map(|x| x.cls_loss).collect())
+        .f64("box_loss", r.iter().map(|x| x.box_loss).collect())
+        .opt_f64("val_loss", r.iter().map(|x| x.val_loss).collect())
+        .opt_f64("val_f1", r.iter().map(|x| x.val_f1).collect())
+        .opt_f64("val_threshold", r.iter().map(|x| x.val_threshold).collect())
+        .f64("img_per_s", r.iter().map(|x| x.img_per_s).collect())
+        .f64("seconds", r.iter().map(|x| x.seconds).collect())
+        .write(&out.join("metrics.parquet"))?;
+    let epochs = |f: fn(&MetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        r.iter().filter_map(|x| f(x).map(|v| (x.epoch as f64, v))).collect()
+    };
+    let plot_err = |e: plot::PlotError| StageError::msg(format!("drawing the loss curve: {e}"));
+    plot::LineChart::new("Training and validation loss")
+        .x_label("epoch")
+        .y_label("loss")
+        .markers(true)
+        .series("train", epochs(|x| Some(x.loss)))
+        .series("validation", epochs(|x| x.val_loss))
+        .save_png(out.join("loss.png"), 720, 480)
+        .map_err(plot_err)?;
+    plot::LineChart::new("Validation F1 (patches, best threshold)")
+        .x_label("epoch")
+        .y_label("F1")
+        .y_range(0.0, 1.02)
+        .markers(true)
+        .series("validation F1", epochs(|x| x.val_f1))
+        .save_png(out.join("val_f1.png"), 720, 480)
+        .map_err(plot_err)?;
+    if let Some(last) = r.last() {
+        ctx.set_summary("final_loss", last.loss);
+        ctx.set_summary("img_per_s", r.iter().map(|x| x.img_per_s).sum::<f64>() / r.len() as f64);
+    }
+    if let Some(f) = state.best_f1 {
+        ctx.set_summary("best_val_f1", f);
+    }
+    if let Some(e) = state.best_epoch {
+        ctx.set_summary("best_epoch", e);
+    }
+    Ok(())
+}
