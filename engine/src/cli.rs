@@ -259,12 +259,12 @@ fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
             return Err(BadInput(format!("--force {f}: no stage named `{f}` in {}", a.experiment.display())).into());
         }
     }
+    // [slurm] is checked even for a local run: a misspelt key is an error wherever it is run.
+    let slurm_config = exec::slurm::SlurmConfig::from_experiment(&plan.experiment, registry.kinds())?;
     if a.dry_run {
         return status_of(&plan, &store, a.json, &a.force);
     }
     let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    // [slurm] is checked even for a local run: a misspelt key is an error wherever it is run.
-    let slurm_config = exec::slurm::SlurmConfig::from_experiment(&plan.experiment, registry.kinds())?;
     let executor = match a.executor {
         Some(e) => e,
         None => match plan.experiment.run.get("executor").and_then(|v| v.as_str()) {

@@ -73,7 +73,11 @@ fn check_table(raw: &toml::Table, root: &Value, node: &Value, path: &mut Vec<Str
                         format!("known keys: {}", sorted.join(", "))
                     }
                 };
-                return Some(ParamError { path: path.clone(), message: format!("unknown key `{k}`"), help: Some(help) });
+                return Some(ParamError {
+                    path: path.clone(),
+                    message: format!("unknown key `{k}`"),
+                    help: Some(help),
+                });
             }
         };
         path.push(k.clone());

@@ -115,7 +115,8 @@ CONF
 start() {
   local name=$1
   shift
-  setsid "$@" </dev/null >"$dir/log/$name.out" 2>&1 &
+  # 9>&-: the daemons must not inherit (and hold forever) the start lock.
+  setsid "$@" </dev/null >"$dir/log/$name.out" 2>&1 9>&- &
 }
 
 start munged munged --foreground --force --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.socket" \

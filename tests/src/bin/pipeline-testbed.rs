@@ -2,7 +2,8 @@
 //! safety, concurrency, errors) is tested through the real CLI without any MIDOG stage.
 //!
 //! Kinds: `source` (copies an external file), `transform` (appends a line to its upstream's
-//! text), `combine` (concatenates all its upstreams). Each can sleep in small steps (to be
+//! text), `combine` (concatenates all its upstreams), `gpu_probe` (wants GPUs and writes down
+//! the devices it was given). Each can sleep in small steps (to be
 //! killed or interrupted mid-stage) and append to a `count_file` (to count executions).
 
 use std::io::Write;
@@ -55,6 +56,7 @@ macro_rules! common_fields {
 common_fields!(SourceParams { file: PathBuf });
 common_fields!(TransformParams { factor: i64, weight: f64 });
 common_fields!(CombineParams {});
+common_fields!(GpuProbeParams { gpus: usize });
 
 impl Default for SourceParams {
     fn default() -> Self {
@@ -71,6 +73,12 @@ impl Default for TransformParams {
 impl Default for CombineParams {
     fn default() -> Self {
         CombineParams { sleep_ms: 0, count_file: None, fail: false }
+    }
+}
+
+impl Default for GpuProbeParams {
+    fn default() -> Self {
+        GpuProbeParams { gpus: 1, sleep_ms: 0, count_file: None, fail: false }
     }
 }
 
@@ -116,6 +124,19 @@ impl StageDef for Combine {
     const VERSION: u32 = 1;
     const SUMMARY: &'static str = "concatenates its upstreams";
     const NEEDS: &'static [&'static str] = &[];
+}
+
+/// A stage that wants GPUs, so executors' GPU handling (Slurm's `--gres`) can be tested.
+struct GpuProbe;
+impl StageDef for GpuProbe {
+    type Params = GpuProbeParams;
+    const KIND: &'static str = "gpu_probe";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "wants GPUs; writes the devices it was given";
+    const NEEDS: &'static [&'static str] = &[];
+    fn resources(p: &GpuProbeParams) -> engine::Resources {
+        engine::Resources { gpus: p.gpus, ..engine::Resources::default() }
+    }
 }
 
 fn common(c: Common<'_>, ctx: &StageContext) -> Result<(), StageError> {
@@ -176,10 +197,16 @@ fn run_combine(p: &CombineParams, ctx: &StageContext) -> Result<(), StageError> 
         .map_err(|e| StageError::io(ctx.out_dir(), e))
 }
 
+fn run_gpu_probe(p: &GpuProbeParams, ctx: &StageContext) -> Result<(), StageError> {
+    common(p.common(), ctx)?;
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+    write(ctx, &format!("devices={:?}\nCUDA_VISIBLE_DEVICES={visible}\n", ctx.devices))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut registry = Registry::new();
-    registry.register::<Source>(run_source).register::<Combine>(run_combine);
+    registry.register::<Source>(run_source).register::<Combine>(run_combine).register::<GpuProbe>(run_gpu_probe);
     if std::env::var_os("TESTBED_TRANSFORM_V2").is_some() {
         registry.register::<TransformV2>(run_transform);
     } else {
