@@ -15,6 +15,10 @@ use crate::context::{EVENT_PREFIX, WorkerEvent};
 #[derive(Default)]
 pub struct LocalBackend {
     children: Vec<(usize, Arc<Mutex<Child>>, u32)>,
+    /// Open handles on the worker executables, taken at their first use: workers start from
+    /// `/proc/<pid>/fd/<n>`, so rebuilding the binaries during a long run (which replaces the
+    /// files) neither breaks the run nor mixes new code into keys computed by the old.
+    pinned: std::collections::HashMap<PathBuf, (std::fs::File, PathBuf)>,
 }
 
 impl LocalBackend {
@@ -34,7 +38,8 @@ impl Backend for LocalBackend {
 
     fn launch(&mut self, launch: Launch<'_>, events: &Sender<ExecEvent>) -> Result<(), String> {
         let log = std::fs::File::create(launch.log).map_err(|e| format!("{}: {e}", launch.log.display()))?;
-        let mut cmd = Command::new(launch.exe);
+        let exe = self.pinned_exe(launch.exe)?;
+        let mut cmd = Command::new(&exe);
         cmd.arg("exec-stage")
             .arg("--job")
             .arg(launch.job_file)
@@ -97,6 +102,31 @@ impl Backend for LocalBackend {
     fn finished(&mut self, idx: usize) {
         self.children.retain(|(i, _, _)| *i != idx);
     }
+
+    fn prepare(&mut self, executables: &[PathBuf]) {
+        self.pin(executables);
+    }
+}
+
+impl LocalBackend {
+    /// Pins the executables a run will need, before any of them starts.
+    pub fn pin(&mut self, exes: &[PathBuf]) {
+        for e in exes {
+            let _ = self.pinned_exe(e);
+        }
+    }
+
+    fn pinned_exe(&mut self, exe: &Path) -> Result<PathBuf, String> {
+        if let Some((_, p)) = self.pinned.get(exe) {
+            return Ok(p.clone());
+        }
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(exe).map_err(|e| format!("cannot open {}: {e}", exe.display()))?;
+        let via_proc = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd()));
+        let path = if via_proc.exists() { via_proc } else { exe.to_path_buf() };
+        self.pinned.insert(exe.to_path_buf(), (file, path.clone()));
+        Ok(path)
+    }
 }
 
 /// Workers die with `pipeline run` (Linux): a SIGKILLed run leaves no orphan that could still
@@ -115,7 +145,13 @@ fn die_with_parent(cmd: &mut Command) {
 /// The executable that runs stages of this kind: the current one, or a named sibling.
 pub fn worker_exe(worker: Option<&str>) -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| format!("cannot locate the running executable: {e}"))?;
-    let Some(name) = worker else { return Ok(me) };
+    // A rebuild since this process started replaced the file: Linux reports "<path> (deleted)",
+    // and the running image stays reachable as /proc/self/exe.
+    let replaced = me.to_string_lossy().ends_with(" (deleted)");
+    let Some(name) = worker else {
+        return Ok(if replaced { PathBuf::from("/proc/self/exe") } else { me });
+    };
+    let me = if replaced { PathBuf::from(me.to_string_lossy().trim_end_matches(" (deleted)")) } else { me };
     let sibling = me.parent().unwrap_or(Path::new(".")).join(name);
     if sibling.is_file() {
         Ok(sibling)

@@ -83,6 +83,8 @@ pub trait Backend {
     /// Ctrl-C through the default [`interrupt`](Backend::interrupt).
     fn cancel(&mut self, force: bool);
     fn finished(&mut self, idx: usize);
+    /// Called once before anything launches, with every executable the pending stages need.
+    fn prepare(&mut self, _executables: &[std::path::PathBuf]) {}
     /// Whether a stage may be launched while stages it needs are still running, because the
     /// back-end orders them itself ([`Launch::after`]). A cluster then holds the whole DAG and
     /// finishes it even if `pipeline run` goes away.
@@ -198,6 +200,16 @@ pub fn execute(
         plan.jobs.iter().enumerate().any(|(i, j)| matches!(states[i], State::Pending) && j.stage.resources.gpus > 0);
     let gpu_total = if wants_gpu { opts.gpus.unwrap_or_else(detect_gpus) } else { 0 };
     let mut free_gpus: Vec<usize> = (0..gpu_total).collect();
+    let mut executables: Vec<std::path::PathBuf> = plan
+        .jobs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(states[*i], State::Pending))
+        .filter_map(|(_, j)| local::worker_exe(j.stage.worker).ok())
+        .collect();
+    executables.sort();
+    executables.dedup();
+    backend.prepare(&executables);
     let jobs = opts.jobs.max(1);
     let mut free_cpus = jobs;
     let mut stopping = false;

@@ -33,7 +33,8 @@ fn model_config(model: Option<&Path>, backbone: &str) -> Result<RetinaNetConfig>
     let mut cfg = match model {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let params: TrainParams = toml::from_str(&text).with_context(|| format!("{}: invalid model keys", p.display()))?;
+            let params: TrainParams =
+                toml::from_str(&text).with_context(|| format!("{}: invalid model keys", p.display()))?;
             params.model
         }
         None => RetinaNetConfig::default(),
@@ -87,7 +88,11 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
     let total = a.warmup + a.steps;
     let mut timed_start = None;
     let mut waited = 0.0;
-    let run = |opt: &mut FlatOptimizer, scaler: &mut LossScaler, pixels: &tch::Tensor, boxes: &[Vec<[f32; 4]>]| -> Result<()> {
+    let run = |opt: &mut FlatOptimizer,
+               scaler: &mut LossScaler,
+               pixels: &tch::Tensor,
+               boxes: &[Vec<[f32; 4]>]|
+     -> Result<()> {
         let images = net.normalize(&midog_model::transform::upload(pixels, dev), channels_last);
         let targets = crate::train::targets_of(boxes, cfg.num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
         let _ = crate::train::train_step(&net, opt, &vs, &images, &anchors, &targets, precision, scaler, 1e-4, None);
@@ -97,11 +102,18 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
     let (result, util) = with_gpu_utilisation(dev, || -> Result<()> {
         if let Some(dir) = &a.dataset {
             let files = tiff_files(dir)?;
-            let images: Vec<LoaderImage> = files.iter().map(|p| LoaderImage { path: p.clone(), boxes: vec![] }).collect();
+            let images: Vec<LoaderImage> =
+                files.iter().map(|p| LoaderImage { path: p.clone(), boxes: vec![] }).collect();
             let sizes: Vec<(u32, u32)> =
                 files.iter().map(|p| TiffImage::open(p).map(|t| (t.width(), t.height()))).collect::<Result<_, _>>()?;
             let plan = random_patch_plan(&sizes, total, a.batch, a.size, 0);
-            let config = LoaderConfig { patch_size: a.size, threads: a.loader_threads, seed: 0, augment: AugmentConfig::STANDARD, prefetch_batches: 4 };
+            let config = LoaderConfig {
+                patch_size: a.size,
+                threads: a.loader_threads,
+                seed: 0,
+                augment: AugmentConfig::STANDARD,
+                prefetch_batches: 4,
+            };
             let b = a.batch as i64;
             let loader = PatchLoader::start(images, plan, config, move |_| TensorBatch::allocate(b, size, dev))?;
             let mut it = loader.into_iter();
@@ -120,8 +132,16 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
             }
         } else {
             let pixels = tch::Tensor::randint(256, [a.batch as i64, size, size, 3], (tch::Kind::Uint8, Device::Cpu));
-            let boxes: Vec<Vec<[f32; 4]>> =
-                (0..a.batch).map(|i| (0..3).map(|k| { let o = (40 + 60 * k + 7 * i) as f32; [o, o, o + 50.0, o + 50.0] }).collect()).collect();
+            let boxes: Vec<Vec<[f32; 4]>> = (0..a.batch)
+                .map(|i| {
+                    (0..3)
+                        .map(|k| {
+                            let o = (40 + 60 * k + 7 * i) as f32;
+                            [o, o, o + 50.0, o + 50.0]
+                        })
+                        .collect()
+                })
+                .collect();
             for step in 0..total {
                 if step == a.warmup {
                     sync(dev);
@@ -134,7 +154,11 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         Ok(())
     });
     result?;
-    source = if a.dataset.is_some() { format!("real loader ({} threads)", a.loader_threads) } else { "synthetic tensors".into() };
+    source = if a.dataset.is_some() {
+        format!("real loader ({} threads)", a.loader_threads)
+    } else {
+        "synthetic tensors".into()
+    };
     let secs = timed_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
     let img_s = (a.steps * a.batch) as f64 / secs;
     let report = serde_json::json!({
@@ -157,7 +181,10 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
             source,
             device::describe(dev),
             img_s,
-            a.dataset.as_ref().map(|_| format!(", waiting for the loader {:.0} % of the time", 100.0 * waited / secs)).unwrap_or_default(),
+            a.dataset
+                .as_ref()
+                .map(|_| format!(", waiting for the loader {:.0} % of the time", 100.0 * waited / secs))
+                .unwrap_or_default(),
             util.map(|u| format!(", GPU utilisation {u:.0} %")).unwrap_or_default()
         );
     }
@@ -166,7 +193,10 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
 
 fn gpu_name(dev: Device) -> Option<String> {
     let Device::Cuda(i) = dev else { return None };
-    let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=name", "--format=csv,noheader", "-i", &i.to_string()]).output().ok()?;
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "-i", &i.to_string()])
+        .output()
+        .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -204,7 +234,12 @@ pub fn infer(a: &InferBenchArgs) -> Result<()> {
         None => {
             tmp = tempdir()?;
             let scale = (a.width as f64 / 7215.0).max(a.height as f64 / 5412.0).min(1.0);
-            let cfg = midog_synth::SynthConfig { images_per_scanner: 1, scale, scanners: vec!["XR".into()], ..Default::default() };
+            let cfg = midog_synth::SynthConfig {
+                images_per_scanner: 1,
+                scale,
+                scanners: vec!["XR".into()],
+                ..Default::default()
+            };
             midog_synth::generate(&tmp, &cfg, &|_, _| {})?;
             tmp.join("001.tiff")
         }

@@ -34,7 +34,8 @@ pub fn load_model(checkpoint: &Path, model: Option<&Path>, dev: tch::Device) -> 
     if let Some(e) = engine::stage::unknown_key::<TrainParams>(&table) {
         bail!("{}: {}{}", model.display(), e.message, e.help.map(|h| format!(" ({h})")).unwrap_or_default());
     }
-    let params: TrainParams = toml::Value::Table(table).try_into().with_context(|| format!("{}: invalid model keys", model.display()))?;
+    let params: TrainParams =
+        toml::Value::Table(table).try_into().with_context(|| format!("{}: invalid model keys", model.display()))?;
     let mut cfg = params.model;
     cfg.backbone_weights = Some(checkpoint.to_path_buf());
     Ok(midog_model::build(&cfg, dev)?)
@@ -81,7 +82,12 @@ pub fn run(a: &DetectArgs) -> Result<()> {
             .collect();
         let dets = stages::nms::suppress(&boxes, a.iou, a.radius_px);
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        eprintln!("{name}: {} detections ({} candidates) in {:.2} s", dets.len(), found.len(), start.elapsed().as_secs_f64());
+        eprintln!(
+            "{name}: {} detections ({} candidates) in {:.2} s",
+            dets.len(),
+            found.len(),
+            start.elapsed().as_secs_f64()
+        );
         out.insert_pixels(name.clone(), &dets, um);
         if a.raw_boxes.is_some() {
             let list: Vec<serde_json::Value> =

@@ -154,7 +154,12 @@ impl FlatOptimizer {
             return Err(format!("{}: not an optimiser state", path.display()));
         };
         if m.numel() != self.m.numel() || v.numel() != self.v.numel() {
-            return Err(format!("{}: optimiser state for another model ({} values, expected {})", path.display(), m.numel(), self.m.numel()));
+            return Err(format!(
+                "{}: optimiser state for another model ({} values, expected {})",
+                path.display(),
+                m.numel(),
+                self.m.numel()
+            ));
         }
         let _guard = tch::no_grad_guard();
         self.m.copy_(&m.to_device(self.m.device()));
@@ -172,7 +177,12 @@ mod tests {
     fn model(vs: &nn::VarStore) -> nn::Sequential {
         tch::manual_seed(0);
         let p = vs.root();
-        nn::seq().add(nn::linear(&p / "a", 4, 8, Default::default())).add_fn(|x| x.relu()).add(nn::linear(&p / "b", 8, 1, Default::default()))
+        nn::seq().add(nn::linear(&p / "a", 4, 8, Default::default())).add_fn(|x| x.relu()).add(nn::linear(
+            &p / "b",
+            8,
+            1,
+            Default::default(),
+        ))
     }
 
     fn loss(m: &nn::Sequential) -> Tensor {

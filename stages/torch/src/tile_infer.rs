@@ -22,7 +22,8 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
         CheckpointChoice::Best => "best.safetensors",
         CheckpointChoice::Last => "last.safetensors",
     };
-    let (vs, net) = midog_model::load_checkpoint(&train.dir.join("checkpoints").join(file), device).map_err(StageError::domain)?;
+    let (vs, net) =
+        midog_model::load_checkpoint(&train.dir.join("checkpoints").join(file), device).map_err(StageError::domain)?;
     let channels_last = device.is_cuda();
     if channels_last {
         midog_model::precision::to_channels_last(&vs);
@@ -45,7 +46,9 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
     };
     let total_tiles: usize = images
         .iter()
-        .map(|(id, _)| dataset.image(*id).map(|i| TileGrid::new(i.width, i.height, p.tile_size, p.overlap).len()).unwrap_or(0))
+        .map(|(id, _)| {
+            dataset.image(*id).map(|i| TileGrid::new(i.width, i.height, p.tile_size, p.overlap).len()).unwrap_or(0)
+        })
         .sum();
     ctx.progress().start(total_tiles as u64, "inferring tiles");
     let cache = Arc::new(TileCache::new(128 << 20));
@@ -55,14 +58,21 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
     for (id, role) in images {
         let img = dataset.image(id)?;
         let start = Instant::now();
-        let tiff = Arc::new(TiffImage::open_with_cache(dataset.path_of(img), cache.clone()).map_err(StageError::domain)?);
+        let tiff =
+            Arc::new(TiffImage::open_with_cache(dataset.path_of(img), cache.clone()).map_err(StageError::domain)?);
         let progress = ctx.progress();
         let found = detector
             .detect(&tiff, &mut |done| {
                 progress.set(done_before + done as u64);
                 !ctx.is_cancelled()
             })
-            .map_err(|e| if ctx.is_cancelled() { StageError::Cancelled } else { StageError::msg(format!("{}: {e}", img.file_name)) })?;
+            .map_err(|e| {
+                if ctx.is_cancelled() {
+                    StageError::Cancelled
+                } else {
+                    StageError::msg(format!("{}: {e}", img.file_name))
+                }
+            })?;
         let tiles = TileGrid::new(img.width, img.height, p.tile_size, p.overlap).len();
         done_before += tiles as u64;
         for c in &found {
@@ -79,7 +89,13 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
             tiles: tiles as u32,
             seconds: start.elapsed().as_secs_f64(),
         });
-        tracing::info!("{}: {} tiles, {} candidates in {:.2} s", img.file_name, tiles, found.len(), start.elapsed().as_secs_f64());
+        tracing::info!(
+            "{}: {} tiles, {} candidates in {:.2} s",
+            img.file_name,
+            tiles,
+            found.len(),
+            start.elapsed().as_secs_f64()
+        );
     }
     let secs: f64 = inferred.iter().map(|i| i.seconds).sum();
     ctx.set_summary("images", inferred.len() as u64);

@@ -36,7 +36,11 @@ pub struct TiledDetector<'a> {
 impl TiledDetector<'_> {
     /// All candidates of one image; `on_batch(tiles_done)` reports progress and may stop the work
     /// by returning false.
-    pub fn detect(&self, image: &Arc<TiffImage>, on_batch: &mut dyn FnMut(usize) -> bool) -> Result<Vec<Candidate>, String> {
+    pub fn detect(
+        &self,
+        image: &Arc<TiffImage>,
+        on_batch: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Vec<Candidate>, String> {
         let _guard = tch::no_grad_guard();
         let grid = TileGrid::new(image.width(), image.height(), self.tile, self.overlap);
         let origins: Arc<Vec<(i64, i64)>> = Arc::new(grid.origins().collect());
@@ -104,7 +108,14 @@ impl TiledDetector<'_> {
             let batch = batch.inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
             let first = want * self.batch_size;
             let n = batch.tensor.size()[0] as usize;
-            out.extend(self.run_batch(&batch, &origins[first..first + n], first as u32, anchors, image.width(), image.height()));
+            out.extend(self.run_batch(
+                &batch,
+                &origins[first..first + n],
+                first as u32,
+                anchors,
+                image.width(),
+                image.height(),
+            ));
             done_tiles += n;
             want += 1;
             if !on_batch(done_tiles) {
@@ -115,10 +126,21 @@ impl TiledDetector<'_> {
         Ok(out)
     }
 
-    fn run_batch(&self, batch: &TensorBatch, origins: &[(i64, i64)], first_tile: u32, anchors: &Tensor, w: u32, h: u32) -> Vec<Candidate> {
+    fn run_batch(
+        &self,
+        batch: &TensorBatch,
+        origins: &[(i64, i64)],
+        first_tile: u32,
+        anchors: &Tensor,
+        w: u32,
+        h: u32,
+    ) -> Vec<Candidate> {
         let pixels = midog_model::transform::upload(&batch.tensor, self.device);
         let images = self.net.normalize(&pixels, self.channels_last);
-        let out = self.precision.run(|| self.net.forward_t(&self.precision.prepare_input(&images), false)).to_kind(Kind::Float);
+        let out = self
+            .precision
+            .run(|| self.net.forward_t(&self.precision.prepare_input(&images), false))
+            .to_kind(Kind::Float);
         let size = self.tile as i64;
         let dets = self.net.detect(&out, anchors, &vec![(size, size); origins.len()]);
         let mut found = Vec::new();

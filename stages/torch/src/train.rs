@@ -91,8 +91,10 @@ impl ImageSet {
 
 /// Loader boxes → padded targets on the device (slivers clipped at the patch border dropped).
 pub fn targets_of(boxes: &[Vec<[f32; 4]>], num_classes: i64, device: Device) -> Result<Targets, StageError> {
-    let kept: Vec<Vec<[f32; 4]>> =
-        boxes.iter().map(|bs| bs.iter().copied().filter(|b| b[2] - b[0] >= 1.0 && b[3] - b[1] >= 1.0).collect()).collect();
+    let kept: Vec<Vec<[f32; 4]>> = boxes
+        .iter()
+        .map(|bs| bs.iter().copied().filter(|b| b[2] - b[0] >= 1.0 && b[3] - b[1] >= 1.0).collect())
+        .collect();
     let labels: Vec<Vec<i64>> = kept.iter().map(|bs| vec![0; bs.len()]).collect();
     Targets::from_lists(&kept, &labels, num_classes, device).map_err(model_err)
 }
@@ -109,7 +111,10 @@ pub fn loader_threads(requested: usize, stage_threads: usize, device: Device) ->
 
 /// Reads a panic payload; libtorch errors (e.g. CUDA out of memory) arrive as panics from tch.
 pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown error".into())
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown error".into())
 }
 
 pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
@@ -131,13 +136,13 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     tracing::info!("training on {} with {} parameters", device::describe(device), opt.parameters());
 
     let resume = ctx.resume_dir()?.to_path_buf();
-    let mut state: TrainState = std::fs::read(resume.join("state.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut state: TrainState =
+        std::fs::read(resume.join("state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     if state.epochs_done > 0 {
-        let (tensors, _) = midog_model::weights::read_safetensors(&resume.join("last.safetensors")).map_err(model_err)?;
-        midog_model::weights::load_state_dict(&vs, tensors, &resume.join("last.safetensors"), &[]).map_err(model_err)?;
+        let (tensors, _) =
+            midog_model::weights::read_safetensors(&resume.join("last.safetensors")).map_err(model_err)?;
+        midog_model::weights::load_state_dict(&vs, tensors, &resume.join("last.safetensors"), &[])
+            .map_err(model_err)?;
         opt.load(&resume.join("optimizer.safetensors")).map_err(StageError::msg)?;
         tracing::info!("resuming after epoch {} of {} (from {})", state.epochs_done, p.epochs, resume.display());
     }
@@ -194,7 +199,18 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             let targets = targets_of(&batch.boxes, cfg.num_classes, device)?;
             last_lr = lr_at(p.schedule, p.lr, state.global_step, total_steps, p.warmup_steps);
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                train_step(&net, &mut opt, &vs, &images, &anchors, &targets, precision, &mut scaler, last_lr, p.grad_clip)
+                train_step(
+                    &net,
+                    &mut opt,
+                    &vs,
+                    &images,
+                    &anchors,
+                    &targets,
+                    precision,
+                    &mut scaler,
+                    last_lr,
+                    p.grad_clip,
+                )
             }));
             let losses = match step {
                 Ok(l) => l,
@@ -204,30 +220,36 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             state.global_step += 1;
             ctx.progress().inc(1);
             if state.global_step % 20 == 0 {
-                // One read every 20 steps for the progress line (the loss is on the device).
+                // One read every 20 steps for the progress line (the loss stays on the device
+                // otherwise); a diverged loss stops the stage here rather than at the epoch's end.
                 let l = step_losses.last().map(|t| t.double_value(&[0])).unwrap_or(f64::NAN);
+                if !l.is_finite() {
+                    let values = read_losses(&step_losses)?;
+                    let rows: Vec<&[f32]> = values.chunks(3).collect();
+                    check_finite(&rows, epoch, state.global_step, &state, &resume)?;
+                }
                 ctx.progress().set_message(&format!("epoch {}/{} loss {l:.3}", epoch + 1, p.epochs));
             }
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
-        let losses = Tensor::stack(&step_losses, 0).to_device(Device::Cpu);
-        let values: Vec<f32> = Vec::<f32>::try_from(losses.reshape([-1])).map_err(|e| StageError::msg(e.to_string()))?;
+        let values = read_losses(&step_losses)?;
         let rows: Vec<&[f32]> = values.chunks(3).collect();
-        if let Some(bad) = rows.iter().position(|r| !r[0].is_finite()) {
-            let global = state.global_step - rows.len() as u64 + bad as u64;
-            return Err(StageError::msg(format!(
-                "the loss became {} at epoch {} step {} (global step {global}); the last good checkpoint is {} (after epoch {}). Lower lr, set grad_clip, or use precision = \"fp32\"",
-                rows[bad][0],
-                epoch + 1,
-                bad + 1,
-                resume.join("last.safetensors").display(),
-                state.epochs_done
-            )));
-        }
+        check_finite(&rows, epoch, state.global_step, &state, &resume)?;
         let mean = |i: usize| rows.iter().map(|r| r[i] as f64).sum::<f64>() / rows.len().max(1) as f64;
         let validate_now = (epoch + 1) % p.val_every == 0 || epoch + 1 == p.epochs;
         let val: Option<ValidationResult> = if validate_now && !val_batches.is_empty() {
-            Some(validate(&net, &val_set, val_batches.clone(), patch, &anchors, device, precision, channels_last, threads, cfg.num_classes)?)
+            Some(validate(
+                &net,
+                &val_set,
+                val_batches.clone(),
+                patch,
+                &anchors,
+                device,
+                precision,
+                channels_last,
+                threads,
+                cfg.num_classes,
+            )?)
         } else {
             None
         };
@@ -274,9 +296,46 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         state.epochs_done = epoch + 1;
         state.rows.push(row);
         let bytes = serde_json::to_vec_pretty(&state).map_err(|e| StageError::msg(e.to_string()))?;
-        engine::store::write_atomic(&resume.join("state.json"), &bytes).map_err(|e| StageError::io(resume.join("state.json"), e))?;
+        engine::store::write_atomic(&resume.join("state.json"), &bytes)
+            .map_err(|e| StageError::io(resume.join("state.json"), e))?;
     }
     finish(ctx, &resume, &state)
+}
+
+/// The per-step `[total, classification, box]` losses of an epoch, read in one transfer.
+fn read_losses(steps: &[Tensor]) -> Result<Vec<f32>, StageError> {
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all = Tensor::stack(steps, 0).to_device(Device::Cpu);
+    Vec::<f32>::try_from(all.reshape([-1])).map_err(|e| StageError::msg(e.to_string()))
+}
+
+/// Stops the stage at the first non-finite loss, naming the epoch, step and last good checkpoint.
+fn check_finite(
+    rows: &[&[f32]],
+    epoch: u32,
+    global_step: u64,
+    state: &TrainState,
+    resume: &Path,
+) -> Result<(), StageError> {
+    let Some(bad) = rows.iter().position(|r| !r[0].is_finite()) else { return Ok(()) };
+    let global = global_step - rows.len() as u64 + bad as u64 + 1;
+    let checkpoint = if state.epochs_done > 0 {
+        format!(
+            "the last good checkpoint is {} (after epoch {})",
+            resume.join("last.safetensors").display(),
+            state.epochs_done
+        )
+    } else {
+        "no epoch finished before, so there is no last good checkpoint".to_string()
+    };
+    Err(StageError::msg(format!(
+        "the loss became {} at epoch {} step {} (global step {global}); {checkpoint}. Lower lr, set grad_clip, or use precision = \"fp32\"",
+        rows[bad][0],
+        epoch + 1,
+        bad + 1,
+    )))
 }
 
 #[allow(clippy::too_many_arguments)]

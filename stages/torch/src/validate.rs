@@ -4,7 +4,7 @@
 
 use engine::StageError;
 use midog_data::loader::{AugmentConfig, LoaderConfig, PatchLoader, PatchSpec};
-use midog_eval::{Detection, PointMatcher, Point, SweepImage, ThresholdCurve};
+use midog_eval::{Detection, Point, PointMatcher, SweepImage, ThresholdCurve};
 use midog_model::{Precision, PrecisionExt, RetinaNet};
 use tch::{Device, Kind, Tensor};
 
@@ -33,9 +33,12 @@ pub fn validate(
 ) -> Result<ValidationResult, StageError> {
     let _guard = tch::no_grad_guard();
     let b = batches.iter().map(Vec::len).max().unwrap_or(1) as i64;
-    let config = LoaderConfig { patch_size: patch, threads, seed: 0, augment: AugmentConfig::NONE, prefetch_batches: 2 };
-    let loader = PatchLoader::start(set.images.clone(), batches, config, move |_| TensorBatch::allocate(b, patch as i64, device))
-        .map_err(StageError::domain)?;
+    let config =
+        LoaderConfig { patch_size: patch, threads, seed: 0, augment: AugmentConfig::NONE, prefetch_batches: 2 };
+    let loader = PatchLoader::start(set.images.clone(), batches, config, move |_| {
+        TensorBatch::allocate(b, patch as i64, device)
+    })
+    .map_err(StageError::domain)?;
     let matcher = PointMatcher::MIDOG;
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     let mut n_batches = 0;
@@ -62,7 +65,12 @@ pub fn validate(
                     .map(|(b, &s)| Detection::new(((b[0] + b[2]) / 2.0) as f64, ((b[1] + b[3]) / 2.0) as f64, s as f64))
                     .collect(),
             );
-            gts.push(batch.boxes[i].iter().map(|b| Point::new(((b[0] + b[2]) / 2.0) as f64, ((b[1] + b[3]) / 2.0) as f64)).collect());
+            gts.push(
+                batch.boxes[i]
+                    .iter()
+                    .map(|b| Point::new(((b[0] + b[2]) / 2.0) as f64, ((b[1] + b[3]) / 2.0) as f64))
+                    .collect(),
+            );
             radii.push(matcher.radius_px(set.um_per_px[batch.specs[i].image]));
         }
     }
@@ -70,5 +78,9 @@ pub fn validate(
         (0..gts.len()).map(|i| SweepImage { ground_truth: &gts[i], detections: &dets[i], radius: radii[i] }).collect();
     let curve = ThresholdCurve::compute(&sweep);
     let best = curve.best();
-    Ok(ValidationResult { loss: loss_sum.double_value(&[]) / n_batches.max(1) as f64, f1: best.f1, threshold: best.threshold })
+    Ok(ValidationResult {
+        loss: loss_sum.double_value(&[]) / n_batches.max(1) as f64,
+        f1: best.f1,
+        threshold: best.threshold,
+    })
 }
