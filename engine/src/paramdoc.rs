@@ -33,8 +33,9 @@ fn walk_object(root: &Value, node: &Value, defaults: &Value, prefix: &str, out: 
             .or_else(|| target.get("description"))
             .and_then(|d| d.as_str())
             .unwrap_or_default()
-            .trim()
-            .to_string();
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         if target.get("properties").is_some() {
             out.push(ParamDoc { name: full.clone(), ty: "table".into(), default: String::new(), doc });
             walk_object(root, target, &default, &full, out);

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => stages::cli::synth::run(a),
         Command::Score(a) => stages::cli::score::run(a),
         Command::Export(a) => stages::cli::export::run(a, &registry),
+        Command::Compare(a) => stages::cli::compare::run(a, &registry),
         Command::Bench(BenchCommand::Loader(a)) => stages::cli::bench::run(a),
     };
     match result {

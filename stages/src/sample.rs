@@ -12,11 +12,13 @@ use crate::artifact::{DatasetManifest, SplitSets, write_json};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SampleParams {
+    /// "random", "mitosis-centred" (reference recipe) or "hard-negative".
     pub strategy: Strategy,
     /// Patches drawn from each training image per epoch.
     pub patches_per_image: u32,
     /// Patch side in pixels.
     pub patch_size: u32,
+    /// Seed of the patch positions (each epoch derives its own stream).
     pub seed: u64,
     /// mitosis-centred: probability that a patch holds a random mitotic figure of its image.
     pub p_object: f64,

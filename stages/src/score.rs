@@ -1,17 +1,19 @@
 //! The score stage: the MIDOG metric, per scanner. The detection threshold is chosen on the
 //! validation images (maximum F1) and applied to the test images; matching is the official one
 //! (7.5 µm with each image's own resolution, greedy one-to-one, F1 from summed TP/FP/FN).
-//! Writes the MIDOG output JSON of every image too.
+//! Writes the MIDOG output JSON of every image too. It scores the detections of its one upstream
+//! stage whatever that stage's kind (nms, blob_baseline, …): anything that writes
+//! `detections.parquet` and `images.json` can be scored.
 
 use std::collections::BTreeMap;
 
-use engine::{ParamError, StageContext, StageDef, StageError};
+use engine::{Artifact, ParamError, StageContext, StageDef, StageError};
 use midog_eval::formats::{DetectionsFile, PointsOutput};
 use midog_eval::{Counts, Detection, Point, PointMatcher, ScoreThreshold, SweepImage, ThresholdCurve};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::artifact::inferred::{InferredImage, InferredImages, Role};
+use crate::artifact::inferred::{self, InferredImage, InferredImages, Role};
 use crate::artifact::scores::{self, GroupScore, ImageScore, Scores};
 use crate::artifact::tables::{DETECTIONS_FILE, Detections, TableBuilder};
 use crate::artifact::{DatasetManifest, write_json};
@@ -102,7 +104,7 @@ struct Scored<'a> {
 }
 
 pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
-    let input = ctx.input("nms")?;
+    let input = detections_input(ctx)?;
     let inferred = InferredImages::load(&input.dir)?;
     let detections = Detections::read(&input.dir.join(DETECTIONS_FILE))?;
     let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
@@ -195,6 +197,40 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     ctx.set_summary("threshold", threshold);
     let scores = Scores { threshold, threshold_rule: rule.into(), val_f1, radius_um: p.radius_um, groups, images };
     write_json(&ctx.out_dir().join(scores::SCORES_FILE), &scores)
+}
+
+/// The one direct upstream with detections to score (`detections.parquet` and `images.json`),
+/// whatever its kind, so a non-learned baseline is scored exactly like the network's nms output.
+fn detections_input(ctx: &StageContext) -> Result<&Artifact, StageError> {
+    let has = |a: &Artifact, file: &str| a.dir.join(file).is_file();
+    let with: Vec<&Artifact> =
+        ctx.inputs.iter().filter(|a| has(a, DETECTIONS_FILE) && has(a, inferred::FILE)).collect();
+    match with.as_slice() {
+        [one] => Ok(one),
+        [] => {
+            let upstream: Vec<String> = ctx
+                .inputs
+                .iter()
+                .map(|a| {
+                    let missing: Vec<&str> =
+                        [DETECTIONS_FILE, inferred::FILE].into_iter().filter(|f| !has(a, f)).collect();
+                    format!("`{}` (kind `{}`) has no {}", a.name, a.kind, missing.join(" and "))
+                })
+                .collect();
+            let why = if upstream.is_empty() { "it has no upstream stage".to_string() } else { upstream.join("; ") };
+            Err(StageError::msg(format!(
+                "stage `{}` scores detections (detections.parquet and images.json, as nms and blob_baseline \
+                 write them) of the stage in its `needs`, but {why}",
+                ctx.name
+            )))
+        }
+        several => Err(StageError::msg(format!(
+            "stage `{}` scores one stage's detections, but its `needs` has several with detections ({}); \
+             add a score stage per detector",
+            ctx.name,
+            several.iter().map(|a| format!("`{}`", a.name)).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 fn stem(file_name: &str) -> &str {

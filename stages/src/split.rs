@@ -41,11 +41,13 @@ pub enum SplitPreset {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SplitParams {
+    /// "midog-reference" (test = labelled reference validation ids), "stratified" or "explicit".
     pub preset: SplitPreset,
     /// Fraction of the training pool kept for validation, per scanner.
     pub val_fraction: f64,
     /// Test fraction per scanner for the `stratified` preset.
     pub test_fraction: f64,
+    /// Seed of the stratified choices.
     pub seed: u64,
     /// Explicit ids; each list given replaces that part of the preset.
     pub train_ids: Option<Vec<u32>>,

@@ -30,13 +30,13 @@ pub struct AugmentParams {
     /// Random 90° rotations.
     pub rot90: bool,
     /// HED stain jitter strength (0 = off; 0.05 is mild).
-    pub stain_jitter: f32,
+    pub stain_jitter: f64,
     /// Brightness jitter (multiplicative, ± this fraction).
-    pub brightness: f32,
+    pub brightness: f64,
     /// Contrast jitter (± this fraction around the patch mean).
-    pub contrast: f32,
+    pub contrast: f64,
     /// Scale jitter (± this fraction; 0 = off).
-    pub scale_jitter: f32,
+    pub scale_jitter: f64,
 }
 
 impl Default for AugmentParams {
@@ -50,21 +50,27 @@ impl Default for AugmentParams {
 pub struct TrainParams {
     #[serde(flatten)]
     pub model: RetinaNetConfig,
+    /// "adam", "adamw" (decoupled weight decay) or "sgd" (momentum).
     pub optimizer: Optimizer,
     /// Peak learning rate.
     pub lr: f64,
+    /// Weight decay (L2 for adam and sgd, decoupled for adamw).
     pub weight_decay: f64,
     /// SGD momentum.
     pub momentum: f64,
+    /// Learning-rate schedule over all steps: "one-cycle", "cosine" or "constant".
     pub schedule: Schedule,
     /// Linear warm-up in optimisation steps (cosine and constant schedules).
     pub warmup_steps: u64,
+    /// Passes over the sample stage's plan (each epoch draws new patches).
     pub epochs: u32,
+    /// Patches per optimisation step.
     pub batch_size: usize,
     /// "fp32", "bf16" (explicit casts) or "fp16" (autocast + dynamic loss scaling, CUDA).
     pub precision: Precision,
     /// Clip the global gradient norm to this value (None: off).
     pub grad_clip: Option<f64>,
+    /// Seed of the weight initialisation and of the augmentations.
     pub seed: u64,
     /// "auto" (CUDA if available), "cpu", "cuda" or "cuda:N". Not part of the key.
     pub device: String,

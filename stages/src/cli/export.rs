@@ -11,7 +11,7 @@ use engine::cli::{CacheArgs, load_plan, open_store};
 use polars::prelude::*;
 use serde_json::Value;
 
-use crate::artifact::scores::Scores;
+use crate::results::ResultRow;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -33,57 +33,13 @@ struct Row {
 pub fn run(a: ExportArgs, registry: &engine::Registry) -> Result<()> {
     let store = open_store(&a.cache)?;
     let mut rows = Vec::new();
-    let mut missing = Vec::new();
     for exp in &a.experiments {
         let plan = load_plan(exp, registry, &store, &[], false)?;
-        for vp in &plan.variants {
-            for (name, stage) in vp.stages.iter().filter(|(_, s)| s.kind == "score") {
-                if !store.has(&stage.key) {
-                    missing.push(format!("{} [{}] {name}", plan.experiment.name, vp.variant.name));
-                    continue;
-                }
-                let scores = Scores::load(&store.out_dir(&stage.key))?;
-                // Params of this score stage and all its ancestors, as `stage.param` columns.
-                let mut params = BTreeMap::new();
-                for up in std::iter::once(name).chain(stage.ancestors.iter()) {
-                    let s = &vp.stages[up];
-                    flatten(&format!("{up}."), &s.inputs.params, &mut params);
-                }
-                for g in &scores.groups {
-                    let mut cells = BTreeMap::new();
-                    cells.insert("experiment".to_string(), Value::from(plan.experiment.name.clone()));
-                    cells.insert("variant".to_string(), Value::from(vp.variant.name.clone()));
-                    cells.insert("score_stage".to_string(), Value::from(name.clone()));
-                    cells.insert("split".to_string(), Value::from(g.split.clone()));
-                    cells.insert("scanner".to_string(), Value::from(g.scanner.clone()));
-                    for (k, v) in [
-                        ("images", Value::from(g.images as u64)),
-                        ("tp", Value::from(g.tp)),
-                        ("fp", Value::from(g.fp)),
-                        ("fn", Value::from(g.fn_)),
-                        ("precision", Value::from(g.precision)),
-                        ("recall", Value::from(g.recall)),
-                        ("f1", Value::from(g.f1)),
-                        ("ap", g.ap.map(Value::from).unwrap_or(Value::Null)),
-                        ("threshold", Value::from(scores.threshold)),
-                    ] {
-                        cells.insert(k.to_string(), v);
-                    }
-                    for sv in &vp.variant.swept {
-                        let v = serde_json::to_value(&sv.value).unwrap_or(Value::Null);
-                        cells.insert(format!("sweep.{}", sv.key), v);
-                    }
-                    for (k, v) in &params {
-                        cells.insert(format!("param.{k}"), v.clone());
-                    }
-                    cells.insert("key".to_string(), Value::from(stage.key.to_string()));
-                    rows.push(Row { cells });
-                }
-            }
+        let (found, missing) = crate::results::collect(&plan, &store).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for m in &missing {
+            eprintln!("warning: not run yet, left out: {m} (run the experiment first)");
         }
-    }
-    for m in &missing {
-        eprintln!("warning: not run yet, left out: {m} (run the experiment first)");
+        rows.extend(found.into_iter().map(cells));
     }
     if rows.is_empty() {
         bail!("nothing to export: no score stage of these experiments has run");
@@ -94,17 +50,35 @@ pub fn run(a: ExportArgs, registry: &engine::Registry) -> Result<()> {
     Ok(())
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
-    match v {
-        Value::Object(map) => {
-            for (k, v) in map {
-                flatten(&format!("{prefix}{k}."), v, out);
-            }
-        }
-        other => {
-            out.insert(prefix.trim_end_matches('.').to_string(), other.clone());
-        }
+fn cells(r: ResultRow) -> Row {
+    let g = &r.group;
+    let mut cells = BTreeMap::new();
+    for (k, v) in [
+        ("experiment", Value::from(r.experiment.clone())),
+        ("variant", Value::from(r.variant.clone())),
+        ("score_stage", Value::from(r.score_stage.clone())),
+        ("split", Value::from(g.split.clone())),
+        ("scanner", Value::from(g.scanner.clone())),
+        ("images", Value::from(g.images as u64)),
+        ("tp", Value::from(g.tp)),
+        ("fp", Value::from(g.fp)),
+        ("fn", Value::from(g.fn_)),
+        ("precision", Value::from(g.precision)),
+        ("recall", Value::from(g.recall)),
+        ("f1", Value::from(g.f1)),
+        ("ap", g.ap.map(Value::from).unwrap_or(Value::Null)),
+        ("threshold", Value::from(r.threshold)),
+        ("key", Value::from(r.key.clone())),
+    ] {
+        cells.insert(k.to_string(), v);
     }
+    for (k, v) in r.swept {
+        cells.insert(format!("sweep.{k}"), v);
+    }
+    for (k, v) in r.params {
+        cells.insert(format!("param.{k}"), v);
+    }
+    Row { cells }
 }
 
 /// Columns in a fixed order (identity, metrics, sweeps, params); each column typed by its values:

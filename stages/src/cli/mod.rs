@@ -1,6 +1,7 @@
 //! The product's own commands, next to the engine's (`run`, `status`, …).
 
 pub mod bench;
+pub mod compare;
 pub mod export;
 pub mod inspect;
 pub mod score;
@@ -67,6 +68,10 @@ pub enum Command {
     ///
     /// Example: pipeline detect --checkpoint best.safetensors data/midog/007.tiff -o dets.json
     Detect(DetectArgs),
+    /// Compare variants: each metric against each swept key, per scanner (table + PNG charts).
+    ///
+    /// Example: pipeline compare experiments/overlap.toml --metric f1
+    Compare(compare::CompareArgs),
     /// Export the metrics and parameters of every run and variant as one Parquet table.
     ///
     /// Example: pipeline export experiments/sampling.toml -o sampling.parquet

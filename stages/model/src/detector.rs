@@ -1,0 +1,99 @@
+//! The face every detector family shows to training, validation and tiled inference, so the
+//! train and tile_infer stages run any of them through the same code.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::config::{DetectorKind, RetinaNetConfig};
+use crate::error::Error;
+use crate::loss::{Losses, Targets};
+use crate::postprocess::Detections;
+use crate::precision::{Precision, PrecisionExt};
+use crate::retinanet::RetinaNet;
+
+pub trait Detector {
+    fn config(&self) -> &RetinaNetConfig;
+
+    /// `uint8 [N, H, W, 3]` on the device → the normalised float input `[N, 3, H, W]`.
+    fn normalize(&self, images_u8_nhwc: &Tensor, channels_last: bool) -> Tensor;
+
+    /// Forward pass and the batch's training losses, all on the device (no host sync).
+    fn losses(&self, images: &Tensor, targets: &Targets, precision: Precision, train: bool) -> Losses;
+
+    /// Forward pass (evaluation) and detections per image in input pixels, sorted by score.
+    fn detect(&self, images: &Tensor, precision: Precision) -> Vec<Detections>;
+
+    /// Validation: losses and detections from one forward pass.
+    fn losses_and_detections(&self, images: &Tensor, targets: &Targets, precision: Precision) -> (Losses, Vec<Detections>);
+
+    /// A self-describing checkpoint (the config travels in the metadata).
+    fn save_checkpoint(&self, vs: &nn::VarStore, path: &Path) -> Result<(), Error>;
+}
+
+fn input_size(images: &Tensor) -> (i64, i64) {
+    let s = images.size();
+    (s[2], s[3])
+}
+
+impl Detector for RetinaNet {
+    fn config(&self) -> &RetinaNetConfig {
+        RetinaNet::config(self)
+    }
+
+    fn normalize(&self, images_u8_nhwc: &Tensor, channels_last: bool) -> Tensor {
+        RetinaNet::normalize(self, images_u8_nhwc, channels_last)
+    }
+
+    fn losses(&self, images: &Tensor, targets: &Targets, precision: Precision, train: bool) -> Losses {
+        let (h, w) = input_size(images);
+        let anchors = self.anchors_for(h, w, images.device());
+        let out = precision.run(|| self.forward_t(&precision.prepare_input(images), train));
+        self.loss(&out.to_kind(Kind::Float), &anchors, targets)
+    }
+
+    fn detect(&self, images: &Tensor, precision: Precision) -> Vec<Detections> {
+        let (h, w) = input_size(images);
+        let anchors = self.anchors_for(h, w, images.device());
+        let out = precision.run(|| self.forward_t(&precision.prepare_input(images), false)).to_kind(Kind::Float);
+        RetinaNet::detect(self, &out, &anchors, &vec![(h, w); images.size()[0] as usize])
+    }
+
+    fn losses_and_detections(&self, images: &Tensor, targets: &Targets, precision: Precision) -> (Losses, Vec<Detections>) {
+        let (h, w) = input_size(images);
+        let anchors = self.anchors_for(h, w, images.device());
+        let out = precision.run(|| self.forward_t(&precision.prepare_input(images), false)).to_kind(Kind::Float);
+        let losses = self.loss(&out, &anchors, targets);
+        (losses, RetinaNet::detect(self, &out, &anchors, &vec![(h, w); images.size()[0] as usize]))
+    }
+
+    fn save_checkpoint(&self, vs: &nn::VarStore, path: &Path) -> Result<(), Error> {
+        RetinaNet::save_checkpoint(self, vs, path)
+    }
+}
+
+/// Builds the detector family `cfg.detector` (initial weights from `cfg.backbone_weights`).
+pub fn build_detector(cfg: &RetinaNetConfig, device: Device) -> Result<(nn::VarStore, Box<dyn Detector>), Error> {
+    match cfg.detector {
+        DetectorKind::Retinanet => {
+            let (vs, net) = crate::retinanet::build(cfg, device)?;
+            Ok((vs, Box::new(net)))
+        }
+        DetectorKind::Centernet => {
+            let (vs, net) = crate::centernet::build(cfg, device)?;
+            Ok((vs, Box::new(net)))
+        }
+    }
+}
+
+/// Rebuilds any detector from its self-describing checkpoint (the family from the config's
+/// `detector`; checkpoints written before that field existed are RetinaNets).
+pub fn load_detector(path: &Path, device: Device) -> Result<(nn::VarStore, Box<dyn Detector>), Error> {
+    let (tensors, metadata) = crate::weights::read_safetensors(path)?;
+    let cfg = crate::weights::checkpoint_config(path, &metadata)?;
+    let mut no_weights = cfg.clone();
+    no_weights.backbone_weights = None;
+    let (vs, det) = build_detector(&no_weights, device)?;
+    crate::weights::load_state_dict(&vs, tensors, path, &[])?;
+    Ok((vs, det))
+}

@@ -1,0 +1,162 @@
+//! `pipeline compare`: each metric against each swept key, per scanner — a table in the terminal
+//! and PNG charts — so a sweep answers its question at a glance. Experiments without a sweep but
+//! with several score stages (branches) are compared stage by stage.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use engine::cli::{CacheArgs, load_plan, open_store};
+use plot::{BarChart, LegendPosition, LineChart};
+use serde_json::Value;
+
+use crate::results::{ResultRow, collect, metric};
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The experiment (with a [sweep] or several score stages).
+    pub experiment: PathBuf,
+    /// f1, precision, recall or ap.
+    #[arg(long, default_value = "f1")]
+    pub metric: String,
+    /// test or val.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Where the charts go (default: compare-<experiment name>/).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.as_f64().map(|f| engine::spec::display_value(&toml::Value::Float(f))).unwrap_or(n.to_string()),
+        other => other.to_string(),
+    }
+}
+
+pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
+    if !["f1", "precision", "recall", "ap"].contains(&a.metric.as_str()) {
+        bail!("--metric {}: use f1, precision, recall or ap", a.metric);
+    }
+    let store = open_store(&a.cache)?;
+    let plan = load_plan(&a.experiment, registry, &store, &[], false)?;
+    let (rows, missing) = collect(&plan, &store).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for m in &missing {
+        eprintln!("warning: not run yet: {m} (run the experiment first)");
+    }
+    let rows: Vec<&ResultRow> = rows.iter().filter(|r| r.group.split == a.split).collect();
+    if rows.is_empty() {
+        bail!("no {} results yet: run `pipeline run {}` first", a.split, a.experiment.display());
+    }
+    let out = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("compare-{}", plan.experiment.name)));
+    std::fs::create_dir_all(&out)?;
+    let mut scanners: Vec<String> = rows.iter().map(|r| r.group.scanner.clone()).collect();
+    scanners.sort();
+    scanners.dedup();
+    if let Some(i) = scanners.iter().position(|s| s == "all") {
+        let all = scanners.remove(i);
+        scanners.push(all);
+    }
+    let swept_keys: Vec<String> = rows.first().map(|r| r.swept.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+
+    // The table: one line per variant and score stage.
+    let mut lines: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
+    let mut swept_of: BTreeMap<(String, String), Vec<(String, Value)>> = BTreeMap::new();
+    for r in &rows {
+        let id = (r.variant.clone(), r.score_stage.clone());
+        if let Some(v) = metric(&r.group, &a.metric) {
+            lines.entry(id.clone()).or_default().insert(r.group.scanner.clone(), v);
+        }
+        swept_of.insert(id, r.swept.clone());
+    }
+    let several_stages = rows.iter().any(|r| r.score_stage != rows[0].score_stage);
+    let mut header: Vec<String> = swept_keys.iter().map(|k| k.rsplit('.').next().unwrap_or(k).to_string()).collect();
+    if swept_keys.is_empty() {
+        header.push("variant".into());
+    }
+    if several_stages {
+        header.push("score stage".into());
+    }
+    header.extend(scanners.iter().map(|s| format!("{} {}", a.metric, s)));
+    let table: Vec<Vec<String>> = lines
+        .iter()
+        .map(|((variant, stage), values)| {
+            let mut row: Vec<String> = swept_of[&(variant.clone(), stage.clone())].iter().map(|(_, v)| show(v)).collect();
+            if swept_keys.is_empty() {
+                row.push(variant.clone());
+            }
+            if several_stages {
+                row.push(stage.clone());
+            }
+            row.extend(scanners.iter().map(|s| values.get(s).map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())));
+            row
+        })
+        .collect();
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    println!("{} ({} images, {})\n{}", plan.experiment.name, a.split, a.metric, engine::progress::table(&header_refs, &table));
+
+    // One chart per swept key: the metric (mean over the other keys' values) per scanner.
+    let mut charts = Vec::new();
+    for key in &swept_keys {
+        let mut by_value: BTreeMap<String, (Value, BTreeMap<String, Vec<f64>>)> = BTreeMap::new();
+        for r in &rows {
+            let Some(v) = r.swept.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()) else { continue };
+            let Some(m) = metric(&r.group, &a.metric) else { continue };
+            by_value.entry(show(&v)).or_insert_with(|| (v.clone(), BTreeMap::new())).1.entry(r.group.scanner.clone()).or_default().push(m);
+        }
+        let label = key.rsplit('.').next().unwrap_or(key).to_string();
+        let file = out.join(format!("{}_by_{}.png", a.metric, label));
+        let title = format!("{} {} by {label}", a.split, a.metric);
+        let numeric: Option<Vec<(f64, &BTreeMap<String, Vec<f64>>)>> =
+            by_value.values().map(|(v, m)| v.as_f64().map(|x| (x, m))).collect();
+        let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        match numeric {
+            Some(mut points) if points.len() > 1 => {
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let (lo, hi) = (points[0].0, points[points.len() - 1].0);
+                let mut chart = LineChart::new(&title)
+                    .x_label(&label)
+                    .y_label(&a.metric)
+                    .y_range(0.0, 1.02)
+                    .markers(true)
+                    .log_x(lo > 0.0 && hi / lo >= 100.0)
+                    .legend(LegendPosition::LowerRight);
+                for s in &scanners {
+                    chart = chart.series(s.clone(), points.iter().filter_map(|(x, m)| m.get(s).map(|v| (*x, mean(v)))));
+                }
+                chart.save_png(&file, 760, 500)?;
+            }
+            _ => {
+                let groups: Vec<String> = by_value.keys().cloned().collect();
+                let mut chart = BarChart::new(&title, groups.clone()).y_label(&a.metric).y_range(0.0, 1.05).value_labels(2);
+                for s in &scanners {
+                    chart = chart.series(s.clone(), groups.iter().map(|g| by_value[g].1.get(s).map(mean).unwrap_or(0.0)));
+                }
+                chart.save_png(&file, 760, 500)?;
+            }
+        }
+        charts.push(file);
+    }
+    if swept_keys.is_empty() && several_stages {
+        let stages: Vec<String> = lines.keys().map(|(_, s)| s.clone()).collect();
+        let file = out.join(format!("{}_by_score_stage.png", a.metric));
+        let mut chart = BarChart::new(format!("{} {} by score stage", a.split, a.metric), scanners.clone())
+            .y_label(&a.metric)
+            .y_range(0.0, 1.05)
+            .value_labels(2);
+        for ((_, stage), values) in &lines {
+            chart = chart.series(stage.clone(), scanners.iter().map(|s| values.get(s).copied().unwrap_or(0.0)));
+        }
+        chart.save_png(&file, 760, 500)?;
+        let _ = stages;
+        charts.push(file);
+    }
+    for c in &charts {
+        println!("chart: {}", c.display());
+    }
+    Ok(())
+}
