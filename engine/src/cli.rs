@@ -2,7 +2,7 @@
 //! `exec-stage` used by workers). A product binary flattens [`EngineCommand`] into its own
 //! command enum and passes its [`Registry`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -688,11 +688,17 @@ fn stages(a: StagesArgs, registry: &Registry) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut by_order: BTreeMap<usize, Vec<_>> = BTreeMap::new();
-    for s in kinds {
-        by_order.entry(0).or_default().push(s);
+    // Pipeline order: a kind after the kinds of its standard upstream.
+    fn depth(registry: &Registry, kind: &str, seen: usize) -> usize {
+        let Some(s) = registry.get(kind) else { return 0 };
+        if seen > 32 {
+            return 0;
+        }
+        s.needs().iter().map(|n| 1 + depth(registry, n, seen + 1)).max().unwrap_or(0)
     }
-    for s in by_order.into_values().flatten() {
+    let mut kinds = kinds;
+    kinds.sort_by_key(|s| (depth(registry, s.kind(), 0), s.kind()));
+    for s in kinds {
         println!(
             "{}  (version {}){}",
             s.kind(),

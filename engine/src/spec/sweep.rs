@@ -264,12 +264,15 @@ pub fn expand(
     Ok(variants)
 }
 
+/// Receives each leaf of a flattened table: its dotted path, value and location.
+type LeafSink<'a> = dyn FnMut(Vec<String>, &toml::Value, Option<Location>) + 'a;
+
 fn flatten(
     table: &toml::Table,
     rel: &mut Vec<String>,
     abs: &mut Vec<String>,
     sources: &SourceMap,
-    out: &mut dyn FnMut(Vec<String>, &toml::Value, Option<Location>),
+    out: &mut LeafSink<'_>,
 ) {
     for (k, v) in table {
         abs.push(k.clone());
