@@ -93,7 +93,9 @@ impl StageDef for DatasetStage {
 
     fn validate(p: &DatasetParams) -> Result<(), ParamError> {
         match (&p.root, &p.synthetic) {
-            (Some(_), Some(_)) => return Err(ParamError::new(&["synthetic"], "set either `root` or `synthetic`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(ParamError::new(&["synthetic"], "set either `root` or `synthetic`, not both"));
+            }
             (None, None) => {
                 return Err(ParamError::new(&[], "the dataset needs `root = \"data/midog\"` or `synthetic = { … }`")
                     .with_help("e.g. synthetic = { images_per_scanner = 8, scale = 0.15 }"));
@@ -159,7 +161,10 @@ pub fn scanner_map(p: &DatasetParams) -> Result<ScannerMap, ParamError> {
             labelled: s.labelled,
         };
         if !(s.um_per_px > 0.0 && s.um_per_px < 100.0) {
-            return Err(ParamError::new(&["scanners", name, "um_per_px"], "must be a resolution in µm per pixel, e.g. 0.25"));
+            return Err(ParamError::new(
+                &["scanners", name, "um_per_px"],
+                "must be a resolution in µm per pixel, e.g. 0.25",
+            ));
         }
         for part in s.ids.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let range = parse_range(part).ok_or_else(|| {
@@ -169,7 +174,8 @@ pub fn scanner_map(p: &DatasetParams) -> Result<ScannerMap, ParamError> {
         }
     }
     if entries.is_empty() {
-        return Err(ParamError::new(&["scanners"], "no id ranges given").with_help("e.g. XR = { ids = \"1-50\", um_per_px = 0.23 }"));
+        return Err(ParamError::new(&["scanners"], "no id ranges given")
+            .with_help("e.g. XR = { ids = \"1-50\", um_per_px = 0.23 }"));
     }
     Ok(ScannerMap { entries })
 }
@@ -202,7 +208,8 @@ pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
             let total = cfg.images_per_scanner as u64 * cfg.scanners.len() as u64;
             ctx.progress().start(total, "generating synthetic images");
             let progress = ctx.progress();
-            let summary = midog_synth::generate(&dir, &cfg, &|done, _| progress.set(done as u64)).map_err(StageError::domain)?;
+            let summary =
+                midog_synth::generate(&dir, &cfg, &|done, _| progress.set(done as u64)).map_err(StageError::domain)?;
             ctx.set_summary("synthetic_mitoses", summary.mitoses as u64);
             ctx.set_summary("synthetic_hard_negatives", summary.hard_negatives as u64);
             (dir, None)
@@ -257,7 +264,10 @@ pub fn load_and_validate(
             ));
         }
         let Some(scanner) = map.scanner_of(img.id) else {
-            problems.push(format!("image {} ({}): no scanner covers this id; add it to [stages.dataset.scanners]", img.id, img.file_name));
+            problems.push(format!(
+                "image {} ({}): no scanner covers this id; add it to [stages.dataset.scanners]",
+                img.id, img.file_name
+            ));
             continue;
         };
         let anns = midog.annotations.iter().filter(|a| a.image_id == img.id);
@@ -270,7 +280,11 @@ pub fn load_and_validate(
             }
         }
         if !scanner.labelled && !(mitoses.is_empty() && imposters.is_empty()) {
-            tracing::warn!("image {} is from unlabelled scanner {}, yet has annotations; they are ignored", img.id, scanner.name);
+            tracing::warn!(
+                "image {} is from unlabelled scanner {}, yet has annotations; they are ignored",
+                img.id,
+                scanner.name
+            );
             mitoses.clear();
             imposters.clear();
         }

@@ -22,7 +22,9 @@ pub fn lr_at(schedule: Schedule, base: f64, step: u64, total: u64, warmup: u64) 
     if warmup > 0 && step < warmup && schedule != Schedule::OneCycle {
         return base * (step + 1) as f64 / warmup as f64;
     }
-    let cos = |from: f64, to: f64, frac: f64| to + (from - to) * (1.0 + (std::f64::consts::PI * frac.clamp(0.0, 1.0)).cos()) / 2.0;
+    let cos = |from: f64, to: f64, frac: f64| {
+        to + (from - to) * (1.0 + (std::f64::consts::PI * frac.clamp(0.0, 1.0)).cos()) / 2.0
+    };
     match schedule {
         Schedule::Constant => base,
         Schedule::Cosine => {
@@ -31,7 +33,11 @@ pub fn lr_at(schedule: Schedule, base: f64, step: u64, total: u64, warmup: u64) 
         }
         Schedule::OneCycle => {
             let up = ((total as f64) * 0.25).max(1.0);
-            if t < up { cos(base / 25.0, base, t / up) } else { cos(base, base / 25.0 / 1e4, (t - up) / (total as f64 - up).max(1.0)) }
+            if t < up {
+                cos(base / 25.0, base, t / up)
+            } else {
+                cos(base, base / 25.0 / 1e4, (t - up) / (total as f64 - up).max(1.0))
+            }
         }
     }
 }

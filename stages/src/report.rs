@@ -13,10 +13,10 @@ use plot::{AnnotatedImage, BarChart, LegendPosition, LineChart, MarkKind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::DatasetManifest;
 use crate::artifact::dataset_manifest::LoadedDataset;
 use crate::artifact::scores::{GroupScore, Scores};
 use crate::artifact::tables::TableBuilder;
-use crate::artifact::DatasetManifest;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -98,15 +98,18 @@ pub fn run(p: &ReportParams, ctx: &StageContext) -> Result<(), StageError> {
             .y_range(0.0, 1.02)
             .legend(LegendPosition::LowerLeft);
         for g in s.scores.groups.iter().filter(|g| g.scanner == "all") {
-            chart = chart.series(format!("{} (F1 {:.3} at {:.2})", g.split, g.f1, s.scores.threshold), g.f1_curve.clone());
+            chart =
+                chart.series(format!("{} (F1 {:.3} at {:.2})", g.split, g.f1, s.scores.threshold), g.f1_curve.clone());
         }
         chart.save_png(out.join(&f1), 720, 520).map_err(plot_err)?;
         figures.push((f1, format!("F1 against the detection threshold on validation and test ({})", s.name)));
     }
     let scanners = scanner_names(&sources);
-    let mut bars = BarChart::new("Test F1 per scanner", scanners.clone()).y_label("F1").y_range(0.0, 1.05).value_labels(2);
+    let mut bars =
+        BarChart::new("Test F1 per scanner", scanners.clone()).y_label("F1").y_range(0.0, 1.05).value_labels(2);
     for s in &sources {
-        let values: Vec<f64> = scanners.iter().map(|sc| s.scores.group("test", sc).map(|g| g.f1).unwrap_or(0.0)).collect();
+        let values: Vec<f64> =
+            scanners.iter().map(|sc| s.scores.group("test", sc).map(|g| g.f1).unwrap_or(0.0)).collect();
         bars = bars.series(s.name.clone(), values);
     }
     bars.save_png(out.join("f1_by_scanner.png"), 720, 480).map_err(plot_err)?;
@@ -139,7 +142,9 @@ pub fn run(p: &ReportParams, ctx: &StageContext) -> Result<(), StageError> {
 fn scanner_names(sources: &[Source]) -> Vec<String> {
     let mut names: Vec<String> = sources
         .iter()
-        .flat_map(|s| s.scores.groups.iter().filter(|g| g.split == "test" && g.scanner != "all").map(|g| g.scanner.clone()))
+        .flat_map(|s| {
+            s.scores.groups.iter().filter(|g| g.split == "test" && g.scanner != "all").map(|g| g.scanner.clone())
+        })
         .collect();
     names.sort();
     names.dedup();
@@ -325,7 +330,12 @@ fn gallery(scores: &Scores, dataset: &LoadedDataset, p: &ReportParams) -> Result
         let rgb = tiff.read_region_vec(0, x0, y0, c, c).map_err(StageError::domain)?;
         let mut tile = AnnotatedImage::from_rgb(c, c, rgb).map_err(plot_err)?;
         let radius = 25.0;
-        let inside = |x: f64, y: f64| x >= x0 as f64 - radius && y >= y0 as f64 - radius && x < (x0 + c as i64) as f64 + radius && y < (y0 + c as i64) as f64 + radius;
+        let inside = |x: f64, y: f64| {
+            x >= x0 as f64 - radius
+                && y >= y0 as f64 - radius
+                && x < (x0 + c as i64) as f64 + radius
+                && y < (y0 + c as i64) as f64 + radius
+        };
         for &(gx, gy, claimed) in &img.ground_truth {
             if inside(gx, gy) {
                 let kind = if claimed.is_some() { MarkKind::GroundTruth } else { MarkKind::Miss };

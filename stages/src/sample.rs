@@ -59,17 +59,27 @@ impl StageDef for SampleStage {
 
     fn validate(p: &SampleParams) -> Result<(), ParamError> {
         let prob = |v: f64, name: &str| {
-            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(ParamError::new(&[name], "must be a probability in [0, 1]")) }
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(ParamError::new(&[name], "must be a probability in [0, 1]"))
+            }
         };
         prob(p.p_object, "p_object")?;
         prob(p.jitter, "jitter")?;
         prob(p.p_mitosis, "p_mitosis")?;
         prob(p.p_imposter, "p_imposter")?;
         if p.p_mitosis + p.p_imposter > 1.0 {
-            return Err(ParamError::new(&["p_imposter"], "p_mitosis + p_imposter must be at most 1 (the rest is random)"));
+            return Err(ParamError::new(
+                &["p_imposter"],
+                "p_mitosis + p_imposter must be at most 1 (the rest is random)",
+            ));
         }
         if p.patch_size < 64 || p.patch_size % 32 != 0 {
-            return Err(ParamError::new(&["patch_size"], "must be a multiple of 32, at least 64 (the backbone downsamples by 32)"));
+            return Err(ParamError::new(
+                &["patch_size"],
+                "must be a multiple of 32, at least 64 (the backbone downsamples by 32)",
+            ));
         }
         if p.patches_per_image == 0 {
             return Err(ParamError::new(&["patches_per_image"], "must be at least 1"));

@@ -113,10 +113,18 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     for img in &inferred.images {
         let d = dataset.image(img.id)?;
         if !d.labelled {
-            return Err(StageError::msg(format!("image {} ({}) has no labels and cannot be scored", img.id, d.scanner)));
+            return Err(StageError::msg(format!(
+                "image {} ({}) has no labels and cannot be scored",
+                img.id, d.scanner
+            )));
         }
         let gt = d.mitosis_centres().into_iter().map(|(x, y)| Point::new(x, y)).collect();
-        scored.push(Scored { image: img, gt, dets: detections.of_image(img.id), radius_px: matcher.radius_px(img.um_per_px) });
+        scored.push(Scored {
+            image: img,
+            gt,
+            dets: detections.of_image(img.id),
+            radius_px: matcher.radius_px(img.um_per_px),
+        });
     }
     let of = |role: Role| scored.iter().filter(|s| s.image.role == role).collect::<Vec<_>>();
     let (val, test) = (of(Role::Val), of(Role::Test));
@@ -171,7 +179,12 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
             tp: c.tp,
             fp: c.fp,
             fn_: c.fn_,
-            ground_truth: s.gt.iter().zip(&m.ground_truth).map(|(g, d)| (g.x, g.y, d.and_then(|i| remap.get(&i).copied()))).collect(),
+            ground_truth: s
+                .gt
+                .iter()
+                .zip(&m.ground_truth)
+                .map(|(g, d)| (g.x, g.y, d.and_then(|i| remap.get(&i).copied())))
+                .collect(),
             detections: kept
                 .iter()
                 .map(|&i| {
@@ -271,7 +284,12 @@ fn group_score(split: &str, scanner: &str, set: &[&Scored], threshold: f64) -> G
     }
 }
 
-fn write_tables(ctx: &StageContext, groups: &[GroupScore], images: &[ImageScore], threshold: f64) -> Result<(), StageError> {
+fn write_tables(
+    ctx: &StageContext,
+    groups: &[GroupScore],
+    images: &[ImageScore],
+    threshold: f64,
+) -> Result<(), StageError> {
     TableBuilder::new()
         .str("split", groups.iter().map(|g| g.split.clone()).collect())
         .str("scanner", groups.iter().map(|g| g.scanner.clone()).collect())
@@ -295,4 +313,62 @@ fn write_tables(ctx: &StageContext, groups: &[GroupScore], images: &[ImageScore]
         .u64("fp", images.iter().map(|i| i.fp).collect())
         .u64("fn", images.iter().map(|i| i.fn_).collect())
         .write(&ctx.out_dir().join(scores::PER_IMAGE_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{Progress, StageKey};
+
+    fn artifact(root: &std::path::Path, name: &str, kind: &str, files: &[&str]) -> Artifact {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in files {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        Artifact { name: name.into(), kind: kind.into(), key: StageKey::parse(&"0".repeat(64)).unwrap(), dir }
+    }
+
+    fn context(inputs: Vec<Artifact>) -> StageContext {
+        let key = StageKey::parse(&"0".repeat(64)).unwrap();
+        let tmp = std::env::temp_dir();
+        StageContext::new(
+            "e".into(),
+            "default".into(),
+            "score_x".into(),
+            "score".into(),
+            key,
+            tmp.clone(),
+            inputs,
+            Vec::new(),
+            Vec::new(),
+            1,
+            Vec::new(),
+            tmp.join("out"),
+            tmp.join("resume"),
+            Progress::silent(),
+        )
+    }
+
+    #[test]
+    fn scores_the_one_upstream_with_detections_whatever_its_kind() {
+        let root = tempfile::tempdir().unwrap();
+        let both = [DETECTIONS_FILE, inferred::FILE];
+        let ctx = context(vec![
+            artifact(root.path(), "split", "split", &["split.json"]),
+            artifact(root.path(), "baseline", "blob_baseline", &both),
+        ]);
+        assert_eq!(detections_input(&ctx).unwrap().name, "baseline");
+
+        let ctx = context(vec![artifact(root.path(), "half", "nms", &[DETECTIONS_FILE])]);
+        let e = detections_input(&ctx).unwrap_err().to_string();
+        assert!(e.contains("`half` (kind `nms`) has no images.json"), "{e}");
+
+        let ctx = context(vec![artifact(root.path(), "a", "nms", &both), artifact(root.path(), "b", "nms", &both)]);
+        let e = detections_input(&ctx).unwrap_err().to_string();
+        assert!(e.contains("`a`, `b`"), "{e}");
+
+        let e = detections_input(&context(Vec::new())).unwrap_err().to_string();
+        assert!(e.contains("no upstream"), "{e}");
+    }
 }

@@ -169,17 +169,26 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
     let (mut test, description): (Vec<u32>, String) = match (&p.test_ids, p.preset) {
         (Some(ids), _) => (ids.clone(), "explicit test ids".into()),
         (None, SplitPreset::MidogReference) => {
-            let ids: Vec<u32> = labelled.iter().map(|i| i.id).filter(|id| MIDOG_REFERENCE_VALIDATION.contains(id)).collect();
+            let ids: Vec<u32> =
+                labelled.iter().map(|i| i.id).filter(|id| MIDOG_REFERENCE_VALIDATION.contains(id)).collect();
             (ids, "MIDOG 2021 reference split: test = labelled reference validation ids".into())
         }
         (None, SplitPreset::Stratified) => {
             let mut test = Vec::new();
             for (_, mut ids) in by_scanner(&labelled.iter().map(|i| i.id).collect::<Vec<_>>()) {
                 ids.shuffle(&mut rng);
-                let n = ((ids.len() as f64 * p.test_fraction).round() as usize).clamp(usize::from(ids.len() > 1), ids.len());
+                let n = ((ids.len() as f64 * p.test_fraction).round() as usize)
+                    .clamp(usize::from(ids.len() > 1), ids.len());
                 test.extend_from_slice(&ids[..n]);
             }
-            (test, format!("stratified split: {:.0} % of each scanner's labelled images for test (seed {})", p.test_fraction * 100.0, p.seed))
+            (
+                test,
+                format!(
+                    "stratified split: {:.0} % of each scanner's labelled images for test (seed {})",
+                    p.test_fraction * 100.0,
+                    p.seed
+                ),
+            )
         }
         (None, SplitPreset::Explicit) => unreachable!("validated"),
     };
@@ -208,7 +217,8 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
                     for (_, mut ids) in by_scanner(&pool) {
                         ids.shuffle(&mut rng);
                         let n = if p.val_fraction > 0.0 {
-                            ((ids.len() as f64 * p.val_fraction).round() as usize).clamp(usize::from(ids.len() > 1), ids.len())
+                            ((ids.len() as f64 * p.val_fraction).round() as usize)
+                                .clamp(usize::from(ids.len() > 1), ids.len())
                         } else {
                             0
                         };
@@ -232,7 +242,9 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
     val.sort();
     test.sort();
     if train.is_empty() {
-        return Err(StageError::msg("split: no training images left (check leave_out / train_scanners / the preset against the dataset)"));
+        return Err(StageError::msg(
+            "split: no training images left (check leave_out / train_scanners / the preset against the dataset)",
+        ));
     }
     if test.is_empty() {
         return Err(StageError::msg(

@@ -41,7 +41,14 @@ pub struct AugmentParams {
 
 impl Default for AugmentParams {
     fn default() -> Self {
-        AugmentParams { flips: true, rot90: true, stain_jitter: 0.05, brightness: 0.1, contrast: 0.1, scale_jitter: 0.1 }
+        AugmentParams {
+            flips: true,
+            rot90: true,
+            stain_jitter: 0.05,
+            brightness: 0.1,
+            contrast: 0.1,
+            scale_jitter: 0.1,
+        }
     }
 }
 

@@ -95,7 +95,10 @@ impl SamplePlan {
                 self.image(patch.image_id).is_some_and(|img| {
                     img.mitoses.iter().any(|b| {
                         let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
-                        cx >= patch.x as f64 && cx < patch.x as f64 + p && cy >= patch.y as f64 && cy < patch.y as f64 + p
+                        cx >= patch.x as f64
+                            && cx < patch.x as f64 + p
+                            && cy >= patch.y as f64
+                            && cy < patch.y as f64 + p
                     })
                 })
             })
@@ -189,7 +192,13 @@ mod tests {
             let x = 300.0 + 400.0 * i as f64;
             [x, 600.0, x + 50.0, 650.0]
         });
-        PlanImage { id, width: 4000, height: 3000, mitoses: mitoses.collect(), imposters: vec![[1000.0, 1000.0, 1050.0, 1050.0]] }
+        PlanImage {
+            id,
+            width: 4000,
+            height: 3000,
+            mitoses: mitoses.collect(),
+            imposters: vec![[1000.0, 1000.0, 1050.0, 1050.0]],
+        }
     }
 
     fn plan(strategy: Strategy, jitter: f64) -> SamplePlan {

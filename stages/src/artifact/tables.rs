@@ -82,14 +82,16 @@ fn col<'a>(df: &'a DataFrame, name: &str, path: &Path) -> Result<&'a Column, Sta
 
 pub fn f64_column(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<f64>, StageError> {
     let c = col(df, name, path)?;
-    let c = c.cast(&DataType::Float64).map_err(|e| StageError::msg(format!("{}: column `{name}`: {e}", path.display())))?;
+    let c =
+        c.cast(&DataType::Float64).map_err(|e| StageError::msg(format!("{}: column `{name}`: {e}", path.display())))?;
     let ca = c.f64().map_err(|e| StageError::msg(format!("{}: column `{name}`: {e}", path.display())))?;
     Ok(ca.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 pub fn u32_column(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<u32>, StageError> {
     let c = col(df, name, path)?;
-    let c = c.cast(&DataType::UInt32).map_err(|e| StageError::msg(format!("{}: column `{name}`: {e}", path.display())))?;
+    let c =
+        c.cast(&DataType::UInt32).map_err(|e| StageError::msg(format!("{}: column `{name}`: {e}", path.display())))?;
     let ca = c.u32().map_err(|e| StageError::msg(format!("{}: column `{name}`: {e}", path.display())))?;
     Ok(ca.iter().map(|v| v.unwrap_or(0)).collect())
 }

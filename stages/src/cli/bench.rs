@@ -58,7 +58,13 @@ pub fn run(a: LoaderBenchArgs) -> Result<()> {
         threads: a.threads.clone(),
         ..LoaderBenchConfig::default()
     };
-    println!("patch loader: {} files, {} batches of {} × {} px patches, augmented", paths.len(), a.batches, a.batch_size, a.patch_size);
+    println!(
+        "patch loader: {} files, {} batches of {} × {} px patches, augmented",
+        paths.len(),
+        a.batches,
+        a.batch_size,
+        a.patch_size
+    );
     let ours = bench_loader(&paths, &cfg)?;
     for r in &ours {
         println!("  ours     {r}");

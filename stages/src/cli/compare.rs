@@ -33,7 +33,9 @@ pub struct CompareArgs {
 fn show(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.as_f64().map(|f| engine::spec::display_value(&toml::Value::Float(f))).unwrap_or(n.to_string()),
+        Value::Number(n) => {
+            n.as_f64().map(|f| engine::spec::display_value(&toml::Value::Float(f))).unwrap_or(n.to_string())
+        }
         other => other.to_string(),
     }
 }
@@ -61,7 +63,8 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
         let all = scanners.remove(i);
         scanners.push(all);
     }
-    let swept_keys: Vec<String> = rows.first().map(|r| r.swept.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+    let swept_keys: Vec<String> =
+        rows.first().map(|r| r.swept.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
 
     // The table: one line per variant and score stage.
     let mut lines: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
@@ -85,7 +88,8 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     let table: Vec<Vec<String>> = lines
         .iter()
         .map(|((variant, stage), values)| {
-            let mut row: Vec<String> = swept_of[&(variant.clone(), stage.clone())].iter().map(|(_, v)| show(v)).collect();
+            let mut row: Vec<String> =
+                swept_of[&(variant.clone(), stage.clone())].iter().map(|(_, v)| show(v)).collect();
             if swept_keys.is_empty() {
                 row.push(variant.clone());
             }
@@ -97,20 +101,42 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
         })
         .collect();
     let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-    println!("{} ({} images, {})\n{}", plan.experiment.name, a.split, a.metric, engine::progress::table(&header_refs, &table));
+    println!(
+        "{} ({} images, {})\n{}",
+        plan.experiment.name,
+        a.split,
+        a.metric,
+        engine::progress::table(&header_refs, &table)
+    );
 
-    // One chart per swept key: the metric (mean over the other keys' values) per scanner.
+    // One chart per swept key (and score stage): the metric, as the mean over the other swept
+    // keys' values, per scanner.
     let mut charts = Vec::new();
-    for key in &swept_keys {
+    let mut stages: Vec<String> = rows.iter().map(|r| r.score_stage.clone()).collect();
+    stages.sort();
+    stages.dedup();
+    for (key, stage) in swept_keys.iter().flat_map(|k| stages.iter().map(move |s| (k, s))) {
         let mut by_value: BTreeMap<String, (Value, BTreeMap<String, Vec<f64>>)> = BTreeMap::new();
-        for r in &rows {
+        for r in rows.iter().filter(|r| &r.score_stage == stage) {
             let Some(v) = r.swept.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()) else { continue };
             let Some(m) = metric(&r.group, &a.metric) else { continue };
-            by_value.entry(show(&v)).or_insert_with(|| (v.clone(), BTreeMap::new())).1.entry(r.group.scanner.clone()).or_default().push(m);
+            by_value
+                .entry(show(&v))
+                .or_insert_with(|| (v.clone(), BTreeMap::new()))
+                .1
+                .entry(r.group.scanner.clone())
+                .or_default()
+                .push(m);
         }
         let label = key.rsplit('.').next().unwrap_or(key).to_string();
-        let file = out.join(format!("{}_by_{}.png", a.metric, label));
-        let title = format!("{} {} by {label}", a.split, a.metric);
+        let (file, title) = if stages.len() > 1 {
+            (
+                out.join(format!("{}_by_{label}_{stage}.png", a.metric)),
+                format!("{} {} by {label} ({stage})", a.split, a.metric),
+            )
+        } else {
+            (out.join(format!("{}_by_{label}.png", a.metric)), format!("{} {} by {label}", a.split, a.metric))
+        };
         let numeric: Option<Vec<(f64, &BTreeMap<String, Vec<f64>>)>> =
             by_value.values().map(|(v, m)| v.as_f64().map(|x| (x, m))).collect();
         let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -132,9 +158,11 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
             }
             _ => {
                 let groups: Vec<String> = by_value.keys().cloned().collect();
-                let mut chart = BarChart::new(&title, groups.clone()).y_label(&a.metric).y_range(0.0, 1.05).value_labels(2);
+                let mut chart =
+                    BarChart::new(&title, groups.clone()).y_label(&a.metric).y_range(0.0, 1.05).value_labels(2);
                 for s in &scanners {
-                    chart = chart.series(s.clone(), groups.iter().map(|g| by_value[g].1.get(s).map(mean).unwrap_or(0.0)));
+                    chart =
+                        chart.series(s.clone(), groups.iter().map(|g| by_value[g].1.get(s).map(mean).unwrap_or(0.0)));
                 }
                 chart.save_png(&file, 760, 500)?;
             }
@@ -142,7 +170,6 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
         charts.push(file);
     }
     if swept_keys.is_empty() && several_stages {
-        let stages: Vec<String> = lines.keys().map(|(_, s)| s.clone()).collect();
         let file = out.join(format!("{}_by_score_stage.png", a.metric));
         let mut chart = BarChart::new(format!("{} {} by score stage", a.split, a.metric), scanners.clone())
             .y_label(&a.metric)
@@ -152,7 +179,6 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
             chart = chart.series(stage.clone(), scanners.iter().map(|s| values.get(s).copied().unwrap_or(0.0)));
         }
         chart.save_png(&file, 760, 500)?;
-        let _ = stages;
         charts.push(file);
     }
     for c in &charts {

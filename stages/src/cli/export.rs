@@ -84,10 +84,25 @@ fn cells(r: ResultRow) -> Row {
 /// Columns in a fixed order (identity, metrics, sweeps, params); each column typed by its values:
 /// all numbers → float, all booleans → bool, anything else → string (lists as JSON).
 fn to_frame(rows: &[Row]) -> Result<DataFrame> {
-    const LEADING: [&str; 14] =
-        ["experiment", "variant", "score_stage", "split", "scanner", "images", "tp", "fp", "fn", "precision", "recall", "f1", "ap", "threshold"];
+    const LEADING: [&str; 14] = [
+        "experiment",
+        "variant",
+        "score_stage",
+        "split",
+        "scanner",
+        "images",
+        "tp",
+        "fp",
+        "fn",
+        "precision",
+        "recall",
+        "f1",
+        "ap",
+        "threshold",
+    ];
     let mut names: Vec<String> = LEADING.iter().map(|s| s.to_string()).collect();
-    let mut rest: Vec<String> = rows.iter().flat_map(|r| r.cells.keys().cloned()).filter(|k| !LEADING.contains(&k.as_str())).collect();
+    let mut rest: Vec<String> =
+        rows.iter().flat_map(|r| r.cells.keys().cloned()).filter(|k| !LEADING.contains(&k.as_str())).collect();
     rest.sort_by_key(|k| (!k.starts_with("sweep."), k.clone()));
     rest.dedup();
     names.extend(rest);
@@ -96,7 +111,9 @@ fn to_frame(rows: &[Row]) -> Result<DataFrame> {
         let values: Vec<&Value> = rows.iter().map(|r| r.cells.get(name).unwrap_or(&Value::Null)).collect();
         let non_null: Vec<&&Value> = values.iter().filter(|v| !v.is_null()).collect();
         let col = if !non_null.is_empty() && non_null.iter().all(|v| v.is_number()) {
-            if non_null.iter().all(|v| v.is_u64() || v.is_i64()) && ["images", "tp", "fp", "fn"].contains(&name.as_str()) {
+            if non_null.iter().all(|v| v.is_u64() || v.is_i64())
+                && ["images", "tp", "fp", "fn"].contains(&name.as_str())
+            {
                 Column::new(name.into(), values.iter().map(|v| v.as_i64()).collect::<Vec<_>>())
             } else {
                 Column::new(name.into(), values.iter().map(|v| v.as_f64()).collect::<Vec<_>>())

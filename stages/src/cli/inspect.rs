@@ -86,8 +86,14 @@ fn inspect_dataset(dir: &std::path::Path) -> Result<()> {
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|(name, r)| {
-            let mean = |f: fn(&(u32, u32)) -> u32| r.sizes.iter().map(f).map(f64::from).sum::<f64>() / r.sizes.len().max(1) as f64;
-            let res = if r.res.is_empty() { "–".into() } else { format!("{:.3}", r.res.iter().sum::<f64>() / r.res.len() as f64) };
+            let mean = |f: fn(&(u32, u32)) -> u32| {
+                r.sizes.iter().map(f).map(f64::from).sum::<f64>() / r.sizes.len().max(1) as f64
+            };
+            let res = if r.res.is_empty() {
+                "–".into()
+            } else {
+                format!("{:.3}", r.res.iter().sum::<f64>() / r.res.len() as f64)
+            };
             vec![
                 name.clone(),
                 r.images.to_string(),
@@ -101,7 +107,10 @@ fn inspect_dataset(dir: &std::path::Path) -> Result<()> {
         .collect();
     println!(
         "{}",
-        engine::progress::table(&["scanner", "images", "mean size (px)", "µm/px", "mitotic figures", "hard negatives", "files"], &table)
+        engine::progress::table(
+            &["scanner", "images", "mean size (px)", "µm/px", "mitotic figures", "hard negatives", "files"],
+            &table
+        )
     );
     let problems = midog.check(&json);
     for p in problems.iter().take(20) {

@@ -42,9 +42,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let dets = DetectionsFile::load(&a.detections)?;
     let gt_dir = a.ground_truth.parent().unwrap_or(Path::new(".")).to_path_buf();
     // Resolution of pixel ground truth: the images beside the ground truth, else --um-per-px.
-    let um_per_px = |name: &str| -> Option<f64> {
-        resolution_of(&gt_dir, name).or(a.um_per_px)
-    };
+    let um_per_px = |name: &str| -> Option<f64> { resolution_of(&gt_dir, name).or(a.um_per_px) };
     let only: Option<BTreeSet<String>> = (!a.images.is_empty()).then(|| a.images.iter().cloned().collect());
     let options = ScoreOptions {
         matcher: PointMatcher { radius_um: a.radius_um },

@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use midog_synth::baseline::{BlobDetector, load_labelled};
+use midog_eval::ScoreThreshold;
+use midog_synth::baseline::{BlobDetector, SearchGrid, load_labelled};
 use midog_synth::{SynthConfig, generate};
 
 fn arg(name: &str) -> Option<String> {
@@ -45,10 +46,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let train = load_labelled(&dir, &|id| id % 2 == 0)?;
     let test = load_labelled(&dir, &|id| id % 2 == 1)?;
     let t = Instant::now();
-    let (det, train_counts) = BlobDetector::tune(&train);
-    let test_counts = det.evaluate(&test);
-    println!("tuned parameters: {det:?} ({:.1} s)", t.elapsed().as_secs_f64());
-    println!("train ({} images): {:?}  F1 {:.3}", train.len(), train_counts, train_counts.f1());
+    let tuned = BlobDetector::tune(&train, &SearchGrid::default())?;
+    let test_counts = tuned.detector.evaluate(&test, tuned.score_threshold());
+    let test_all = tuned.detector.evaluate(&test, ScoreThreshold::KeepAll);
+    println!(
+        "tuned parameters: {:?}, score > {:.3} ({:.1} s)",
+        tuned.detector,
+        tuned.train.threshold,
+        t.elapsed().as_secs_f64()
+    );
+    println!("train ({} images): {:?}  F1 {:.3}", train.len(), tuned.train.counts, tuned.train.f1);
     println!("test  ({} images): {:?}  F1 {:.3}", test.len(), test_counts, test_counts.f1());
+    println!("test, every detection: {:?}  F1 {:.3}", test_all, test_all.f1());
     Ok(())
 }

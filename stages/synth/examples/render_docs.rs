@@ -13,12 +13,7 @@ const VIEW_W: usize = 512;
 const VIEW_H: usize = 384;
 
 fn crop(img: &RgbImage, x0: usize, y0: usize, w: usize, h: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(w * h * 3);
-    for y in y0..y0 + h {
-        let s = (y * img.width as usize + x0) * 3;
-        out.extend_from_slice(&img.pixels[s..s + w * 3]);
-    }
-    out
+    img.crop(x0 as u32, y0 as u32, w as u32, h as u32).pixels
 }
 
 fn draw_box(px: &mut [u8], w: usize, h: usize, cx: f64, cy: f64, half: f64, colour: [u8; 3]) {

@@ -17,9 +17,9 @@ use midog_data::{Category, MidogJson};
 
 use crate::dataset::SyntheticTruth;
 use crate::error::SynthError;
+use crate::rgb_image::RgbImage;
 use crate::scene::TruthClass;
 use crate::stain::rgb2hed;
-use crate::tiff_reader::{RgbImage, read_rgb_tiff};
 
 pub const CROP: usize = 128;
 const CENTRE: usize = 40;
@@ -295,7 +295,7 @@ pub fn dataset_appearance(dir: &Path, scanner: &str) -> Result<AppearanceStats, 
         if centres.is_empty() {
             continue;
         }
-        let rgb = read_rgb_tiff(&dir.join(&img.file_name))?;
+        let rgb = RgbImage::read(&dir.join(&img.file_name))?;
         mpp = img.um_per_px;
         crops.extend(centres.iter().filter_map(|&(x, y)| crop_stats(&rgb, x, y)));
     }

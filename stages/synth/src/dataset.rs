@@ -14,9 +14,10 @@ use midog_data::{AnnotationEntry, Category, ImageEntry, MidogJson};
 use crate::config::{Compression, SynthConfig};
 use crate::error::SynthError;
 use crate::render::render_region;
+use crate::rgb_image::RgbImage;
 use crate::scene::{ImagePlan, ImageScene, TruthClass, TruthObject, plan_images};
-use crate::tiff_reader::{RgbImage, decode_tile};
-use crate::tiff_writer::{TiffLayout, encode_tile, write_tiled_tiff};
+use crate::tiff_writer::{TiffLayout, write_tiled_tiff};
+use crate::tile_codec::{decode_tile, encode_tile};
 
 /// Side of every MIDOG box (px).
 pub const BOX_SIDE_PX: f64 = 50.0;
@@ -275,7 +276,6 @@ fn midog_json(images: &[TruthImage], config: &SynthConfig, profiles: &[crate::Sc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tiff_reader::read_rgb_tiff;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn tiny(compression: Compression) -> SynthConfig {
@@ -322,7 +322,7 @@ mod tests {
         let truth = SyntheticTruth::load(&dir.path().join("synthetic_truth.json")).unwrap();
         assert!(truth.images.iter().filter(|i| i.scanner == "GT450").all(|i| !i.objects.is_empty()));
         for img in &m.images {
-            let rgb = read_rgb_tiff(&dir.path().join(&img.file_name)).unwrap();
+            let rgb = RgbImage::read(&dir.path().join(&img.file_name)).unwrap();
             assert_eq!((rgb.width, rgb.height), (img.width, img.height));
         }
     }
@@ -354,7 +354,7 @@ mod tests {
         generate(dir.path(), &config, &|_, _| {}).unwrap();
         let plan = &plan_images(&config.profiles().unwrap(), 1, config.scale, config.seed, config.density)[0];
         let mem = render_image(&ImageScene::build(plan), config.tile_size, config.compression).unwrap();
-        let file = read_rgb_tiff(&dir.path().join("051.tiff")).unwrap();
+        let file = RgbImage::read(&dir.path().join("051.tiff")).unwrap();
         assert!(mem == file);
     }
 }

@@ -12,8 +12,9 @@ pub enum SynthError {
     },
     #[error("{}: {message}", path.display())]
     Encode { path: PathBuf, message: String },
-    #[error("{}: not a TIFF this generator can read: {message}", path.display())]
-    Tiff { path: PathBuf, message: String },
+    /// Every measurement of a generated image is in µm, so its file must say how large a pixel is.
+    #[error("{}: the TIFF states no resolution (µm per pixel)", path.display())]
+    NoResolution { path: PathBuf },
     #[error("{}: {source}", path.display())]
     Data {
         path: PathBuf,
@@ -31,9 +32,5 @@ impl SynthError {
 
     pub fn encode(path: &Path, message: impl Into<String>) -> Self {
         SynthError::Encode { path: path.to_path_buf(), message: message.into() }
-    }
-
-    pub fn tiff(path: &Path, message: impl Into<String>) -> Self {
-        SynthError::Tiff { path: path.to_path_buf(), message: message.into() }
     }
 }

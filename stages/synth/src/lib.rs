@@ -12,21 +12,23 @@ pub mod hash_noise;
 pub mod imposter;
 pub mod mitosis;
 pub mod nucleus;
+pub mod object_features;
 pub mod render;
+pub mod rgb_image;
 pub mod scanner_profile;
 pub mod scene;
 pub mod stain;
-pub mod tiff_reader;
 pub mod tiff_writer;
+pub mod tile_codec;
 pub mod tissue;
 
 pub use appearance::{AppearanceStats, CropStats, appearance_stats, crop_stats, dataset_appearance};
 pub use config::{Compression, SynthConfig};
 pub use dataset::{SynthSummary, SyntheticTruth, generate, render_image};
 pub use error::SynthError;
+pub use rgb_image::RgbImage;
 pub use scanner_profile::ScannerProfile;
 pub use scene::{ImagePlan, ImageScene, TruthClass, TruthObject, plan_images};
-pub use tiff_reader::{RgbImage, read_rgb_tiff};
 
 /// Version of the generator's output: bump it whenever the same config and seed produce
 /// different files, so cached synthetic datasets (and everything trained on them) are rebuilt.

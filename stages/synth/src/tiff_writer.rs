@@ -32,37 +32,6 @@ impl TiffLayout {
     }
 }
 
-/// Compresses one full tile of interleaved RGB8 (`tile_size`² pixels; edge tiles are padded by
-/// the caller).
-pub fn encode_tile(rgb: &[u8], tile_size: u32, compression: Compression) -> Result<Vec<u8>, String> {
-    let n = tile_size as usize;
-    if rgb.len() != n * n * 3 {
-        return Err(format!("tile buffer has {} bytes, expected {}", rgb.len(), n * n * 3));
-    }
-    match compression {
-        Compression::Jpeg { quality } => {
-            let mut out = Vec::with_capacity(n * n / 4);
-            let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
-            enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
-            enc.encode(rgb, tile_size as u16, tile_size as u16, jpeg_encoder::ColorType::Rgb)
-                .map_err(|e| format!("JPEG encoding failed: {e}"))?;
-            Ok(out)
-        }
-        Compression::Deflate => {
-            let mut diff = Vec::with_capacity(rgb.len());
-            for row in rgb.chunks_exact(n * 3) {
-                diff.extend_from_slice(&row[..3]);
-                for i in 3..row.len() {
-                    diff.push(row[i].wrapping_sub(row[i - 3]));
-                }
-            }
-            let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
-            enc.write_all(&diff).map_err(|e| format!("deflate failed: {e}"))?;
-            enc.finish().map_err(|e| format!("deflate failed: {e}"))
-        }
-    }
-}
-
 const SHORT: u16 = 3;
 const LONG: u16 = 4;
 const RATIONAL: u16 = 5;
@@ -234,7 +203,8 @@ pub fn write_tiled_tiff_as(path: &Path, layout: &TiffLayout, tiles: &[Vec<u8>], 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tiff_reader::read_rgb_tiff;
+    use crate::rgb_image::RgbImage;
+    use crate::tile_codec::encode_tile;
 
     const PYTHON: &str = "/root/.cache/midog-pipeline/torch-2.11.0/bin/python";
 
@@ -293,7 +263,7 @@ mod tests {
             for c in [Compression::Deflate, Compression::Jpeg { quality: 90 }] {
                 let path = dir.path().join(format!("t-{big}-{c:?}.tiff").replace([' ', '{', '}', ':'], ""));
                 write_tiled_tiff_as(&path, &layout(w, h, c), &tiles_of(w, h, &px, 128, c), big).unwrap();
-                let img = read_rgb_tiff(&path).unwrap();
+                let img = RgbImage::read(&path).unwrap();
                 assert_eq!((img.width, img.height), (w, h));
                 assert!((img.um_per_px - 0.23).abs() < 1e-9);
                 let d = mean_abs_diff(&img.pixels, &px);
