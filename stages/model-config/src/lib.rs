@@ -30,6 +30,19 @@ pub enum Precision {
     Fp16,
 }
 
+/// Detector family built on the ResNet + FPN trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorKind {
+    /// RetinaNet: anchors, focal loss, box regression (torchvision-compatible).
+    #[default]
+    Retinanet,
+    /// CenterNet-style ("objects as points"): no anchors; a class heatmap at stride 8 (FPN P3 with
+    /// P4 and P5 added in) trained with the penalty-reduced focal loss, plus box size and
+    /// sub-cell centre offset regressed at the object centres.
+    Centernet,
+}
+
 /// Normalisation inside the ResNet backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
@@ -121,11 +134,18 @@ pub enum BoxLossKind {
     Giou,
 }
 
-/// RetinaNet hyper-parameters. Defaults follow torchvision's `retinanet_resnet50_fpn` (v1) except
+/// Detector hyper-parameters. Defaults follow torchvision's `retinanet_resnet50_fpn` (v1) except
 /// for the backbone (ResNet-18) and `num_classes` (1: mitotic figure).
+///
+/// `detector = "centernet"` uses the trunk fields (backbone, FPN channels), the head fields
+/// (`head`, `head_channels`, `head_convs`, `head_gn_groups`, `prior_probability`), `num_classes`,
+/// `score_thresh`, `detections_per_img` and the `centernet_*` fields; it always builds P3–P5
+/// (`fpn_levels` is ignored) and has no anchors, matcher or NMS, so those fields do not apply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct RetinaNetConfig {
+    /// Detector family: "retinanet" or "centernet".
+    pub detector: DetectorKind,
     /// Backbone: "resnet18", "resnet34" or "resnet50".
     pub backbone: BackboneKind,
     /// Initial weights: a safetensors file with a torchvision ImageNet ResNet state dict
@@ -148,15 +168,17 @@ pub struct RetinaNetConfig {
     pub fpn_channels: i64,
     /// Input of P6 for "p3p7": "p5" (v1) or "c5" (v2).
     pub p6_from: P6Source,
-    /// Head conv tower: "plain" (v1) or "group_norm" (v2).
+    /// Head conv tower: "plain" (v1) or "group_norm" (v2); also the CenterNet heads' towers.
     pub head: HeadKind,
-    /// Channels of the head's conv tower (torchvision: equal to `fpn_channels`).
+    /// Channels of the head's conv tower (torchvision: equal to `fpn_channels`); also the CenterNet
+    /// heads' towers.
     pub head_channels: i64,
-    /// Number of conv layers in each head tower (torchvision: 4).
+    /// Number of conv layers in each head tower (torchvision: 4); also the CenterNet heads' towers.
     pub head_convs: usize,
     /// GroupNorm groups for `head = "group_norm"` (torchvision: 32).
     pub head_gn_groups: i64,
-    /// Prior probability of the classification bias: bias = −log((1 − p) / p).
+    /// Prior probability of the classification bias: bias = −log((1 − p) / p) (CenterNet: of the
+    /// heatmap output).
     pub prior_probability: f64,
     /// Number of object classes, without background (1: mitotic figure). Labels are 0-based.
     pub num_classes: i64,
@@ -187,23 +209,36 @@ pub struct RetinaNetConfig {
     pub smooth_l1_beta: f64,
     /// ε of the GIoU loss.
     pub giou_eps: f64,
-    /// Inference: keep scores strictly above this.
+    /// Inference: keep scores strictly above this (both families).
     pub score_thresh: f64,
     /// Inference: best candidates kept per pyramid level before NMS.
     pub topk_candidates: i64,
     /// Inference: class-wise NMS IoU threshold (a box is dropped when IoU > this).
     pub nms_thresh: f64,
-    /// Inference: detections kept per image after NMS.
+    /// Inference: detections kept per image after NMS (CenterNet: the top-K heatmap peaks).
     pub detections_per_img: i64,
     /// Per-channel mean of the input normalisation (RGB, on 0–1 values).
     pub image_mean: [f64; 3],
     /// Per-channel standard deviation of the input normalisation.
     pub image_std: [f64; 3],
+    /// CenterNet: Gaussian σ of the heatmap target per box, relative to the box side (TTFNet's α):
+    /// σx = α · w / 6, σy = α · h / 6 in stride-8 cells, at least 1/6 cell. 0.54 ≈ CenterNet's
+    /// radius for a minimum IoU of 0.7 (σ ≈ 4.5 px for a 50 px MIDOG box).
+    pub centernet_sigma: f64,
+    /// CenterNet: α of the penalty-reduced focal loss (exponent on (1 − p) at centres, p elsewhere).
+    pub centernet_focal_alpha: f64,
+    /// CenterNet: β of the penalty-reduced focal loss (negatives weighted by (1 − heatmap)^β).
+    pub centernet_focal_beta: f64,
+    /// CenterNet: weight of the L1 loss on the box size (in stride-8 cells) at the centres.
+    pub centernet_size_weight: f64,
+    /// CenterNet: weight of the L1 loss on the sub-cell centre offset at the centres.
+    pub centernet_offset_weight: f64,
 }
 
 impl Default for RetinaNetConfig {
     fn default() -> Self {
         RetinaNetConfig {
+            detector: DetectorKind::Retinanet,
             backbone: BackboneKind::Resnet18,
             backbone_weights: None,
             backbone_weights_skip: Vec::new(),
@@ -238,6 +273,11 @@ impl Default for RetinaNetConfig {
             detections_per_img: 300,
             image_mean: [0.485, 0.456, 0.406],
             image_std: [0.229, 0.224, 0.225],
+            centernet_sigma: 0.54,
+            centernet_focal_alpha: 2.0,
+            centernet_focal_beta: 4.0,
+            centernet_size_weight: 0.1,
+            centernet_offset_weight: 1.0,
         }
     }
 }
@@ -360,6 +400,19 @@ impl RetinaNetConfig {
         if !self.image_std.iter().all(positive) {
             return bad(format!("image_std must be > 0, got {:?}", self.image_std));
         }
+        if !positive(&self.centernet_sigma) {
+            return bad(format!("centernet_sigma must be finite and > 0, got {}", self.centernet_sigma));
+        }
+        for (name, v) in [
+            ("centernet_focal_alpha", self.centernet_focal_alpha),
+            ("centernet_focal_beta", self.centernet_focal_beta),
+            ("centernet_size_weight", self.centernet_size_weight),
+            ("centernet_offset_weight", self.centernet_offset_weight),
+        ] {
+            if !non_negative(v) {
+                return bad(format!("{name} must be a finite number ≥ 0, got {v}"));
+            }
+        }
         Ok(())
     }
 }
@@ -407,5 +460,25 @@ mod tests {
         assert!(cfg.validate().is_err());
         let cfg = RetinaNetConfig { num_classes: 0, ..Default::default() };
         assert!(cfg.validate().is_err());
+        let cfg = RetinaNetConfig { centernet_sigma: 0.0, ..Default::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("centernet_sigma"));
+        let cfg = RetinaNetConfig { centernet_size_weight: -1.0, ..Default::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("centernet_size_weight"));
+    }
+
+    #[test]
+    fn centernet_kind_and_older_configs() {
+        let cfg: RetinaNetConfig =
+            serde_json::from_str(r#"{"detector": "centernet", "centernet_sigma": 1.0}"#).unwrap();
+        assert_eq!(cfg.detector, DetectorKind::Centernet);
+        assert_eq!(cfg.centernet_sigma, 1.0);
+        assert_eq!(cfg.centernet_focal_beta, 4.0);
+        cfg.validate().unwrap();
+        // a config written before the CenterNet fields existed (e.g. in an older checkpoint) still loads
+        let mut old = serde_json::to_value(RetinaNetConfig::default()).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.retain(|k, _| !k.starts_with("centernet_") && k != "detector");
+        let back: RetinaNetConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back, RetinaNetConfig::default());
     }
 }

@@ -25,7 +25,12 @@ pub trait Detector {
     fn detect(&self, images: &Tensor, precision: Precision) -> Vec<Detections>;
 
     /// Validation: losses and detections from one forward pass.
-    fn losses_and_detections(&self, images: &Tensor, targets: &Targets, precision: Precision) -> (Losses, Vec<Detections>);
+    fn losses_and_detections(
+        &self,
+        images: &Tensor,
+        targets: &Targets,
+        precision: Precision,
+    ) -> (Losses, Vec<Detections>);
 
     /// A self-describing checkpoint (the config travels in the metadata).
     fn save_checkpoint(&self, vs: &nn::VarStore, path: &Path) -> Result<(), Error>;
@@ -59,7 +64,12 @@ impl Detector for RetinaNet {
         RetinaNet::detect(self, &out, &anchors, &vec![(h, w); images.size()[0] as usize])
     }
 
-    fn losses_and_detections(&self, images: &Tensor, targets: &Targets, precision: Precision) -> (Losses, Vec<Detections>) {
+    fn losses_and_detections(
+        &self,
+        images: &Tensor,
+        targets: &Targets,
+        precision: Precision,
+    ) -> (Losses, Vec<Detections>) {
         let (h, w) = input_size(images);
         let anchors = self.anchors_for(h, w, images.device());
         let out = precision.run(|| self.forward_t(&precision.prepare_input(images), false)).to_kind(Kind::Float);

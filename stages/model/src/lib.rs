@@ -9,6 +9,11 @@
 //! [`precision`] (fp32 / bf16 / fp16 + loss scaling), [`transform`] (input normalisation),
 //! [`mod@train_step`] and [`mod@bench`].
 //!
+//! A second, anchor-free family on the same trunk: [`centernet`] (CenterNet-style heatmap at
+//! stride 8) with its batched targets, losses and peak decoding in [`heatmap`]. Training, validation
+//! and tiled inference use either through the [`Detector`] trait ([`build_detector`],
+//! [`load_detector`] dispatch on the config's `detector`).
+//!
 //! Shapes: N images, A anchors over all levels, C classes (no background column), M padded ground
 //! truth boxes per image.
 
@@ -17,13 +22,16 @@ pub mod backbone;
 pub mod bench;
 pub mod box_coder;
 pub mod boxes;
+pub mod centernet;
 /// The model configuration, re-exported from the libtorch-free `midog-model-config` crate.
 pub mod config {
     pub use midog_model_config::*;
 }
+pub mod detector;
 mod error;
 pub mod fpn;
 pub mod head;
+pub mod heatmap;
 pub mod layers;
 pub mod loss;
 pub mod matcher;
@@ -35,7 +43,9 @@ pub mod transform;
 pub mod weights;
 
 pub use bench::{BenchOptions, bench_train_step, bench_train_step_with};
-pub use config::{BackboneKind, BoxLossKind, FpnLevels, HeadKind, P6Source, RetinaNetConfig};
+pub use centernet::{CenterNet, CenterNetOutputs};
+pub use config::{BackboneKind, BoxLossKind, DetectorKind, FpnLevels, HeadKind, P6Source, RetinaNetConfig};
+pub use detector::{Detector, build_detector, load_detector};
 pub use error::Error;
 pub use head::HeadOutputs;
 pub use loss::{Losses, Targets};

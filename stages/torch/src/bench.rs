@@ -76,7 +76,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
     let precision = precision(&a.precision)?;
     let cfg = model_config(a.model.as_deref(), &a.backbone)?;
     tch::manual_seed(0);
-    let (vs, net) = midog_model::build(&cfg, dev)?;
+    let (vs, net) = midog_model::build_detector(&cfg, dev)?;
     let channels_last = dev.is_cuda();
     if channels_last {
         midog_model::precision::to_channels_last(&vs);
@@ -84,7 +84,6 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
     let mut opt = FlatOptimizer::new(&vs, Optimizer::Adam, 0.0, 0.9);
     let mut scaler = LossScaler::new(precision);
     let size = a.size as i64;
-    let anchors = net.anchors_for(size, size, dev);
     let total = a.warmup + a.steps;
     let mut timed_start = None;
     let mut waited = 0.0;
@@ -95,7 +94,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
      -> Result<()> {
         let images = net.normalize(&midog_model::transform::upload(pixels, dev), channels_last);
         let targets = crate::train::targets_of(boxes, cfg.num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let _ = crate::train::train_step(&net, opt, &vs, &images, &anchors, &targets, precision, scaler, 1e-4, None);
+        let _ = crate::train::train_step(net.as_ref(), opt, &vs, &images, &targets, precision, scaler, 1e-4, None);
         Ok(())
     };
     let source;
@@ -215,13 +214,17 @@ fn tiff_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub fn infer(a: &InferBenchArgs) -> Result<()> {
+    if a.repeats == 0 {
+        // the median below needs at least one timed image
+        bail!("--repeats 0: give at least 1");
+    }
     let dev = device::resolve(&a.device, &[]).map_err(anyhow::Error::msg)?;
     let precision = precision(&a.precision)?;
     let (vs, net) = match &a.checkpoint {
         Some(c) => crate::detect::load_model(c, None, dev)?,
         None => {
             tch::manual_seed(0);
-            midog_model::build(&RetinaNetConfig::default(), dev)?
+            midog_model::build_detector(&RetinaNetConfig::default(), dev)?
         }
     };
     let channels_last = dev.is_cuda();
@@ -246,7 +249,7 @@ pub fn infer(a: &InferBenchArgs) -> Result<()> {
     };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let detector = TiledDetector {
-        net: &net,
+        net: net.as_ref(),
         device: dev,
         precision,
         tile: a.tile_size,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use midog_data::TiffImage;
 use midog_eval::BoxDetection;
 use midog_eval::formats::DetectionsFile;
-use midog_model::RetinaNet;
+use midog_model::Detector;
 use stages::cli::DetectArgs;
 use stages::train::TrainParams;
 use tch::nn::VarStore;
@@ -18,10 +18,10 @@ use crate::device;
 use crate::tiled::TiledDetector;
 
 /// Loads our checkpoint (self-describing), or torchvision weights with the architecture from `model`.
-pub fn load_model(checkpoint: &Path, model: Option<&Path>, dev: tch::Device) -> Result<(VarStore, RetinaNet)> {
+pub fn load_model(checkpoint: &Path, model: Option<&Path>, dev: tch::Device) -> Result<(VarStore, Box<dyn Detector>)> {
     let (_, meta) = midog_model::weights::read_safetensors(checkpoint)?;
     if midog_model::weights::checkpoint_config(checkpoint, &meta).is_ok() && model.is_none() {
-        return Ok(midog_model::load_checkpoint(checkpoint, dev)?);
+        return Ok(midog_model::load_detector(checkpoint, dev)?);
     }
     let Some(model) = model else {
         bail!(
@@ -38,7 +38,7 @@ pub fn load_model(checkpoint: &Path, model: Option<&Path>, dev: tch::Device) -> 
         toml::Value::Table(table).try_into().with_context(|| format!("{}: invalid model keys", model.display()))?;
     let mut cfg = params.model;
     cfg.backbone_weights = Some(checkpoint.to_path_buf());
-    Ok(midog_model::build(&cfg, dev)?)
+    Ok(midog_model::build_detector(&cfg, dev)?)
 }
 
 pub fn run(a: &DetectArgs) -> Result<()> {
@@ -55,7 +55,7 @@ pub fn run(a: &DetectArgs) -> Result<()> {
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let detector = TiledDetector {
-        net: &net,
+        net: net.as_ref(),
         device: dev,
         precision,
         tile: a.tile_size,

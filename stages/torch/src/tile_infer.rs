@@ -23,7 +23,7 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
         CheckpointChoice::Last => "last.safetensors",
     };
     let (vs, net) =
-        midog_model::load_checkpoint(&train.dir.join("checkpoints").join(file), device).map_err(StageError::domain)?;
+        midog_model::load_detector(&train.dir.join("checkpoints").join(file), device).map_err(StageError::domain)?;
     let channels_last = device.is_cuda();
     if channels_last {
         midog_model::precision::to_channels_last(&vs);
@@ -34,7 +34,7 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
         split.val.iter().map(|&i| (i, Role::Val)).chain(split.test.iter().map(|&i| (i, Role::Test))).collect();
     let threads = crate::train::loader_threads(p.loader_threads, ctx.threads, device);
     let detector = TiledDetector {
-        net: &net,
+        net: net.as_ref(),
         device,
         precision: p.precision,
         tile: p.tile_size,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use midog_data::TiffImage;
-use midog_model::{Precision, PrecisionExt, RetinaNet};
+use midog_model::{Detector, Precision};
 use stages::tile_grid::TileGrid;
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
 use crate::batch_tensor::TensorBatch;
 
@@ -22,7 +22,7 @@ pub struct Candidate {
 }
 
 pub struct TiledDetector<'a> {
-    pub net: &'a RetinaNet,
+    pub net: &'a dyn Detector,
     pub device: Device,
     pub precision: Precision,
     pub tile: u32,
@@ -45,7 +45,6 @@ impl TiledDetector<'_> {
         let grid = TileGrid::new(image.width(), image.height(), self.tile, self.overlap);
         let origins: Arc<Vec<(i64, i64)>> = Arc::new(grid.origins().collect());
         let batches = origins.len().div_ceil(self.batch_size);
-        let anchors = self.net.anchors_for(self.tile as i64, self.tile as i64, self.device);
         let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<TensorBatch, String>)>(self.threads + 1);
         let next = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -72,7 +71,7 @@ impl TiledDetector<'_> {
             drop(tx);
             // `rx` moves into the consumer: when it returns (done, failed or cancelled) the channel
             // closes and blocked workers stop instead of waiting forever.
-            out = self.consume(rx, batches, &origins, &anchors, image, &stop, on_batch)?;
+            out = self.consume(rx, batches, &origins, image, &stop, on_batch)?;
             Ok(())
         })?;
         Ok(out)
@@ -84,7 +83,6 @@ impl TiledDetector<'_> {
         rx: crossbeam_channel::Receiver<(usize, Result<TensorBatch, String>)>,
         batches: usize,
         origins: &[(i64, i64)],
-        anchors: &Tensor,
         image: &TiffImage,
         stop: &std::sync::atomic::AtomicBool,
         on_batch: &mut dyn FnMut(usize) -> bool,
@@ -112,7 +110,6 @@ impl TiledDetector<'_> {
                 &batch,
                 &origins[first..first + n],
                 first as u32,
-                anchors,
                 image.width(),
                 image.height(),
             ));
@@ -131,18 +128,12 @@ impl TiledDetector<'_> {
         batch: &TensorBatch,
         origins: &[(i64, i64)],
         first_tile: u32,
-        anchors: &Tensor,
         w: u32,
         h: u32,
     ) -> Vec<Candidate> {
         let pixels = midog_model::transform::upload(&batch.tensor, self.device);
         let images = self.net.normalize(&pixels, self.channels_last);
-        let out = self
-            .precision
-            .run(|| self.net.forward_t(&self.precision.prepare_input(&images), false))
-            .to_kind(Kind::Float);
-        let size = self.tile as i64;
-        let dets = self.net.detect(&out, anchors, &vec![(size, size); origins.len()]);
+        let dets = self.net.detect(&images, self.precision);
         let mut found = Vec::new();
         for (i, d) in dets.into_iter().enumerate() {
             let boxes: Vec<f32> = Vec::try_from(d.boxes.to_device(Device::Cpu).reshape([-1])).unwrap_or_default();

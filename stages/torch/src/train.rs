@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use engine::{StageContext, StageError};
 use midog_data::loader::{AugmentConfig, LoaderConfig, LoaderImage, PatchLoader, PatchSpec};
-use midog_model::{LossScaler, Precision, PrecisionExt, RetinaNet, Targets};
+use midog_model::{Detector, LossScaler, Precision, Targets};
 use serde::{Deserialize, Serialize};
 use stages::artifact::dataset_manifest::LoadedDataset;
 use stages::artifact::sample_plan::PlannedPatch;
@@ -18,7 +18,7 @@ use stages::artifact::tables::TableBuilder;
 use stages::artifact::{DatasetManifest, SamplePlan};
 use stages::lr_schedule::lr_at;
 use stages::train::TrainParams;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::batch_tensor::TensorBatch;
 use crate::device;
@@ -127,7 +127,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     if let Some(w) = &cfg.backbone_weights {
         cfg.backbone_weights = Some(ctx.experiment_dir.join(w));
     }
-    let (vs, net) = midog_model::build(&cfg, device).map_err(model_err)?;
+    let (vs, net) = midog_model::build_detector(&cfg, device).map_err(model_err)?;
     let channels_last = device.is_cuda();
     if channels_last {
         midog_model::precision::to_channels_last(&vs);
@@ -153,17 +153,16 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     let val_batches = val_set.batches(&plan.val_patches, p.batch_size);
     let steps_per_epoch = plan.epoch(0).len().div_ceil(p.batch_size) as u64;
     let total_steps = steps_per_epoch * p.epochs as u64;
-    let anchors = net.anchors_for(patch as i64, patch as i64, device);
     let precision = p.precision;
     let mut scaler = LossScaler::new(precision);
     let threads = loader_threads(p.loader_threads, ctx.threads, device);
     let augment = AugmentConfig {
         flips: p.augment.flips,
         rot90: p.augment.rot90,
-        stain_jitter: p.augment.stain_jitter,
-        brightness: p.augment.brightness,
-        contrast: p.augment.contrast,
-        scale_jitter: p.augment.scale_jitter,
+        stain_jitter: p.augment.stain_jitter as f32,
+        brightness: p.augment.brightness as f32,
+        contrast: p.augment.contrast as f32,
+        scale_jitter: p.augment.scale_jitter as f32,
     };
     let tb_dir = resume.join("tensorboard");
     std::fs::create_dir_all(&tb_dir).map_err(|e| StageError::io(&tb_dir, e))?;
@@ -200,11 +199,10 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             last_lr = lr_at(p.schedule, p.lr, state.global_step, total_steps, p.warmup_steps);
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 train_step(
-                    &net,
+                    net.as_ref(),
                     &mut opt,
                     &vs,
                     &images,
-                    &anchors,
                     &targets,
                     precision,
                     &mut scaler,
@@ -239,11 +237,10 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         let validate_now = (epoch + 1) % p.val_every == 0 || epoch + 1 == p.epochs;
         let val: Option<ValidationResult> = if validate_now && !val_batches.is_empty() {
             Some(validate(
-                &net,
+                net.as_ref(),
                 &val_set,
                 val_batches.clone(),
                 patch,
-                &anchors,
                 device,
                 precision,
                 channels_last,
@@ -340,11 +337,10 @@ fn check_finite(
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_step(
-    net: &RetinaNet,
+    net: &dyn Detector,
     opt: &mut FlatOptimizer,
     vs: &tch::nn::VarStore,
     images: &Tensor,
-    anchors: &Tensor,
     targets: &Targets,
     precision: Precision,
     scaler: &mut LossScaler,
@@ -352,8 +348,7 @@ pub(crate) fn train_step(
     clip: Option<f64>,
 ) -> Tensor {
     opt.zero_grad();
-    let out = precision.run(|| net.forward_t(&precision.prepare_input(images), true));
-    let losses = net.loss(&out.to_kind(Kind::Float), anchors, targets);
+    let losses = net.losses(images, targets, precision, true);
     if scaler.enabled() {
         scaler.scale_loss(&losses.total).backward();
         let vars = vs.trainable_variables();

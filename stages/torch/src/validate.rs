@@ -5,7 +5,7 @@
 use engine::StageError;
 use midog_data::loader::{AugmentConfig, LoaderConfig, PatchLoader, PatchSpec};
 use midog_eval::{Detection, Point, PointMatcher, SweepImage, ThresholdCurve};
-use midog_model::{Precision, PrecisionExt, RetinaNet};
+use midog_model::{Detector, Precision};
 use tch::{Device, Kind, Tensor};
 
 use crate::batch_tensor::TensorBatch;
@@ -20,11 +20,10 @@ pub struct ValidationResult {
 
 #[allow(clippy::too_many_arguments)]
 pub fn validate(
-    net: &RetinaNet,
+    net: &dyn Detector,
     set: &ImageSet,
     batches: Vec<Vec<PatchSpec>>,
     patch: u32,
-    anchors: &Tensor,
     device: Device,
     precision: Precision,
     channels_last: bool,
@@ -50,12 +49,11 @@ pub fn validate(
         let n = batch.specs.len() as i64;
         let pixels = midog_model::transform::upload(&batch.pixels.tensor.narrow(0, 0, n), device);
         let images = net.normalize(&pixels, channels_last);
-        let out = precision.run(|| net.forward_t(&precision.prepare_input(&images), false)).to_kind(Kind::Float);
         let targets = targets_of(&batch.boxes, num_classes, device)?;
-        loss_sum += net.loss(&out, anchors, &targets).total;
+        let (losses, detections) = net.losses_and_detections(&images, &targets, precision);
+        loss_sum += losses.total;
         n_batches += 1;
-        let sizes = vec![(patch as i64, patch as i64); n as usize];
-        for (i, d) in net.detect(&out, anchors, &sizes).into_iter().enumerate() {
+        for (i, d) in detections.into_iter().enumerate() {
             let boxes: Vec<f32> = Vec::try_from(d.boxes.to_device(Device::Cpu).reshape([-1])).unwrap_or_default();
             let scores: Vec<f32> = Vec::try_from(d.scores.to_device(Device::Cpu)).unwrap_or_default();
             dets.push(
