@@ -154,7 +154,16 @@ struct Block {
 
 impl Block {
     #[allow(clippy::too_many_arguments)]
-    fn new(vs: &nn::Path, bottleneck: bool, c_in: i64, planes: i64, stride: i64, eps: f64, train: bool, norm: BackboneNorm) -> Block {
+    fn new(
+        vs: &nn::Path,
+        bottleneck: bool,
+        c_in: i64,
+        planes: i64,
+        stride: i64,
+        eps: f64,
+        train: bool,
+        norm: BackboneNorm,
+    ) -> Block {
         let conv = |name: &str, ci, co, k, s| {
             let spec = ConvSpec::new(ci, co, k, ConvInit::KaimingNormalFanOut).stride(s).bias(false).trainable(train);
             Conv2d::new(&(vs / name), spec)
@@ -174,8 +183,10 @@ impl Block {
             (convs, bns, c_out)
         } else {
             let convs = vec![conv("conv1", c_in, planes, 3, stride), conv("conv2", planes, planes, 3, 1)];
-            let bns =
-                vec![Norm::new(&(vs / "bn1"), planes, eps, norm, train), Norm::new(&(vs / "bn2"), planes, eps, norm, train)];
+            let bns = vec![
+                Norm::new(&(vs / "bn1"), planes, eps, norm, train),
+                Norm::new(&(vs / "bn2"), planes, eps, norm, train),
+            ];
             (convs, bns, planes)
         };
         let downsample = (stride != 1 || c_in != c_out).then(|| {
@@ -271,8 +282,13 @@ impl ResNet {
     /// frozen batch norm ignores it.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         let fold = self.fold_bn;
-        let mut x =
-            conv_norm(xs, &self.conv1, &self.bn1, fold, train).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut x = conv_norm(xs, &self.conv1, &self.bn1, fold, train).relu_().max_pool2d(
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            false,
+        );
         let mut outs = Vec::with_capacity(3);
         for (i, layer) in self.layers.iter().enumerate() {
             for block in layer {
@@ -305,7 +321,8 @@ mod tests {
     #[test]
     fn shapes_and_names() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = ResNet::new(&(vs.root() / "backbone" / "body"), BackboneKind::Resnet18, 3, 1e-5, BackboneNorm::Frozen);
+        let net =
+            ResNet::new(&(vs.root() / "backbone" / "body"), BackboneKind::Resnet18, 3, 1e-5, BackboneNorm::Frozen);
         let vars = vs.variables();
         for name in [
             "backbone.body.conv1.weight",

@@ -53,7 +53,13 @@ impl RetinaNet {
     /// torchvision's initialisation. Does not load `cfg.backbone_weights` (see [`build`]).
     pub fn new(vs: &nn::Path, cfg: &RetinaNetConfig) -> Result<RetinaNet, Error> {
         cfg.validate()?;
-        let body = ResNet::new(&(vs / "backbone" / "body"), cfg.backbone, cfg.trainable_backbone_layers, cfg.bn_eps, cfg.backbone_norm);
+        let body = ResNet::new(
+            &(vs / "backbone" / "body"),
+            cfg.backbone,
+            cfg.trainable_backbone_layers,
+            cfg.bn_eps,
+            cfg.backbone_norm,
+        );
         let p6p7 = match cfg.fpn_levels {
             FpnLevels::P3p7 => Some(cfg.p6_from),
             FpnLevels::P3p5 => None,

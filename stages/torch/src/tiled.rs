@@ -106,13 +106,7 @@ impl TiledDetector<'_> {
             let batch = batch.inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
             let first = want * self.batch_size;
             let n = batch.tensor.size()[0] as usize;
-            out.extend(self.run_batch(
-                &batch,
-                &origins[first..first + n],
-                first as u32,
-                image.width(),
-                image.height(),
-            ));
+            out.extend(self.run_batch(&batch, &origins[first..first + n], first as u32, image.width(), image.height()));
             done_tiles += n;
             want += 1;
             if !on_batch(done_tiles) {

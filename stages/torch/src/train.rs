@@ -198,17 +198,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             let targets = targets_of(&batch.boxes, cfg.num_classes, device)?;
             last_lr = lr_at(p.schedule, p.lr, state.global_step, total_steps, p.warmup_steps);
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                train_step(
-                    net.as_ref(),
-                    &mut opt,
-                    &vs,
-                    &images,
-                    &targets,
-                    precision,
-                    &mut scaler,
-                    last_lr,
-                    p.grad_clip,
-                )
+                train_step(net.as_ref(), &mut opt, &vs, &images, &targets, precision, &mut scaler, last_lr, p.grad_clip)
             }));
             let losses = match step {
                 Ok(l) => l,
