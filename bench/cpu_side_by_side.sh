@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU side-by-side measurements behind docs/benchmarks-cpu.md: ours and the Python baselines run
+# CPU side-by-side measurements behind BENCHMARKS.md: ours and the Python baselines run
 # alternately, ROUNDS times each, so that background load hits both sides alike.
 #
 #   [PHASES="infer train loader"] bench/cpu_side_by_side.sh BIN_DIR OUT_DIR [ROUNDS]
@@ -16,7 +16,7 @@ bin=${1:?usage: cpu_side_by_side.sh BIN_DIR OUT_DIR [ROUNDS]}
 out=${2:?usage: cpu_side_by_side.sh BIN_DIR OUT_DIR [ROUNDS]}
 rounds=${3:-3}
 phases=${PHASES:-infer train loader}
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 py=${PIPELINE_PYTHON:?source bin/env.sh first}
 mkdir -p "$out/data"
 log=$out/log.txt

@@ -39,8 +39,9 @@ pub struct StageContext {
     pub name: String,
     pub kind: String,
     pub key: StageKey,
-    /// Directory of the experiment file: relative paths in params resolve against it.
-    pub experiment_dir: PathBuf,
+    /// Directory relative path params resolve against: that of the experiment file that set
+    /// them (see [`crate::stage::StageDef::PATH_PARAMS`]).
+    pub params_dir: PathBuf,
     /// Direct upstream artifacts, in `needs` order.
     pub inputs: Vec<Artifact>,
     /// Every upstream artifact, nearest first.
@@ -64,7 +65,7 @@ impl StageContext {
         name: String,
         kind: String,
         key: StageKey,
-        experiment_dir: PathBuf,
+        params_dir: PathBuf,
         inputs: Vec<Artifact>,
         ancestors: Vec<Artifact>,
         external: Vec<ExternalFile>,
@@ -80,7 +81,7 @@ impl StageContext {
             name,
             kind,
             key,
-            experiment_dir,
+            params_dir,
             inputs,
             ancestors,
             external,

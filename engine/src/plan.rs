@@ -3,7 +3,7 @@
 //! (a stage with the same key in several variants runs once).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -32,6 +32,8 @@ pub struct PlannedStage {
     pub resources: Resources,
     pub worker: Option<&'static str>,
     pub location: Option<Location>,
+    /// Where this stage's relative path params resolve (see [`crate::stage::StageDef::PATH_PARAMS`]).
+    pub params_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -199,7 +201,17 @@ fn plan_variant(
     for idx in order {
         let name = graph[idx].clone();
         let t = &typed[&name];
-        let inputs_list = t.stage.external_inputs(&t.params, &exp.dir).map_err(|e| {
+        // Relative paths resolve against the file that wrote them, so a base experiment keeps
+        // its data and weights paths wherever the file extending it lives.
+        let params_dir = t
+            .stage
+            .path_params()
+            .iter()
+            .filter(|p| t.params.get(**p).is_some_and(|v| !v.is_null()))
+            .find_map(|p| sources.exact_key(&path_of(&["stages", &name, p])))
+            .map(|loc| loc.file.parent().map(Path::to_path_buf).unwrap_or_default())
+            .unwrap_or_else(|| exp.dir.clone());
+        let inputs_list = t.stage.external_inputs(&t.params, &params_dir).map_err(|e| {
             let mut p = path_of(&["stages", &name]);
             p.extend(e.path.iter().cloned());
             let mut err = SpecError::at(sources.key(&p), file, in_variant(format!("stage `{name}`: {}", e.message)));
@@ -268,6 +280,7 @@ fn plan_variant(
                 ancestors,
                 external,
                 location: sources.key(&path_of(&["stages", &name])).cloned(),
+                params_dir,
             },
         );
     }

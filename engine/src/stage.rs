@@ -112,6 +112,12 @@ pub trait StageDef: Send + Sync + 'static {
     /// counts): they reach the stage but stay out of its key.
     const NON_KEY_PARAMS: &'static [&'static str] = &[];
 
+    /// Top-level params that are file-system paths. A relative one resolves against the
+    /// directory of the experiment file that set it (a base file's own directory when it came
+    /// through `extends`), and [`StageDef::external_inputs`] and the running stage get that
+    /// directory as their base.
+    const PATH_PARAMS: &'static [&'static str] = &[];
+
     /// Checks that go beyond types (ranges, combinations).
     fn validate(_params: &Self::Params) -> Result<(), ParamError> {
         Ok(())
@@ -147,6 +153,7 @@ pub trait Stage: Send + Sync {
     fn needs(&self) -> &'static [&'static str];
     fn worker(&self) -> Option<&'static str>;
     fn non_key_params(&self) -> &'static [&'static str];
+    fn path_params(&self) -> &'static [&'static str];
     fn can_run(&self) -> bool;
     fn param_docs(&self) -> Vec<ParamDoc>;
     /// Types the raw table, fills defaults, validates, and returns the canonical params.
@@ -186,6 +193,9 @@ impl<S: StageDef> Stage for Typed<S> {
     }
     fn non_key_params(&self) -> &'static [&'static str] {
         S::NON_KEY_PARAMS
+    }
+    fn path_params(&self) -> &'static [&'static str] {
+        S::PATH_PARAMS
     }
     fn can_run(&self) -> bool {
         self.runner.is_some()

@@ -287,6 +287,12 @@ impl Store {
         fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
         let _ = fs::remove_file(self.log_path(key));
         let _ = fs::remove_dir_all(self.resume_dir(key));
+        // The key's job file and, after Slurm runs, its batch script, job record and event log.
+        let job = self.job_path(key);
+        for side in [job.clone(), job.with_extension("slurm.sh"), job.with_extension("slurm.json")] {
+            let _ = fs::remove_file(side);
+        }
+        let _ = fs::remove_file(self.log_path(key).with_extension("events"));
         Ok(())
     }
 }
@@ -442,6 +448,36 @@ mod tests {
         assert_eq!(r.outputs[0].path, "a.txt");
         assert_eq!(r.outputs[0].bytes, 3);
         assert_eq!(std::fs::read(store.out_dir(&k).join("a.txt")).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn removing_an_entry_removes_its_log_job_and_slurm_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let k = key(4);
+        let lock = store.lock(&k).unwrap();
+        let temp = store.new_temp(&k, &lock).unwrap();
+        std::fs::write(temp.out_dir().join("a.txt"), b"abc").unwrap();
+        store.publish(temp, record(&k), None, &lock).unwrap();
+        let job = store.job_path(&k);
+        let side = [
+            store.log_path(&k),
+            store.log_path(&k).with_extension("events"),
+            job.clone(),
+            job.with_extension("slurm.sh"),
+            job.with_extension("slurm.json"),
+        ];
+        for p in &side {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let other = store.job_path(&key(5));
+        std::fs::write(&other, b"x").unwrap();
+        store.remove_object(&k, &lock).unwrap();
+        assert!(!store.has(&k));
+        for p in &side {
+            assert!(!p.exists(), "{} left behind", p.display());
+        }
+        assert!(other.exists(), "another key's job file was removed");
     }
 
     #[test]

@@ -87,6 +87,7 @@ const STAGE_VERSION: u32 = 1;
 impl StageDef for DatasetStage {
     type Params = DatasetParams;
     const KIND: &'static str = "dataset";
+    const PATH_PARAMS: &'static [&'static str] = &["root"];
     const VERSION: u32 = STAGE_VERSION * 1000 + midog_synth::GENERATOR_VERSION;
     const SUMMARY: &'static str = "MIDOG images and labels (real files under `root`, or a generated synthetic set)";
     const NEEDS: &'static [&'static str] = &[];
@@ -197,7 +198,7 @@ pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
     let map = scanner_map(p).map_err(|e| StageError::msg(e.message))?;
     let (images_dir, external_root) = match (&p.root, &p.synthetic) {
         (Some(root), _) => {
-            let dir = ctx.experiment_dir.join(root);
+            let dir = ctx.params_dir.join(root);
             let dir = dir.canonicalize().map_err(|e| StageError::io(&dir, e))?;
             (dir.clone(), Some(dir))
         }

@@ -191,3 +191,27 @@ needs = ["t"]
     assert!(r.contains_key("u@factor=2"), "{r:?}");
     assert_eq!(p.published().len(), 5);
 }
+
+#[test]
+fn relative_paths_resolve_against_the_file_that_wrote_them() {
+    let p = Project::new(testbed());
+    // The base file and its input live in a sub-directory; the experiment extends it from above.
+    p.write("shared/input.txt", "from the base's directory\n");
+    p.write("input.txt", "from the experiment's directory\n");
+    p.write("shared/base.toml", "[stages.source]\nfile = \"input.txt\"\n[stages.t]\nkind = \"transform\"\n");
+    p.write("exp.toml", "[experiment]\nname = \"child\"\nextends = \"shared/base.toml\"\n");
+    let r = p.run_json("exp.toml");
+    assert_eq!(r["source"], "ran", "{r:?}");
+    let copied: Vec<String> =
+        p.published().iter().filter_map(|e| std::fs::read_to_string(e.join("out/data.txt")).ok()).collect();
+    assert!(copied.iter().any(|t| t.contains("from the base's directory")), "{copied:?}");
+    assert!(!copied.iter().any(|t| t.contains("from the experiment's directory")), "{copied:?}");
+
+    // Set in the experiment itself, the same relative path is the experiment's file.
+    p.write(
+        "exp.toml",
+        "[experiment]\nname = \"child\"\nextends = \"shared/base.toml\"\n[stages.source]\nfile = \"input.txt\"\n",
+    );
+    let r = p.run_json("exp.toml");
+    assert_eq!(r["source"], "ran", "a different file is a different input: {r:?}");
+}

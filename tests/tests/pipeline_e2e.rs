@@ -95,9 +95,13 @@ fn quickstart_runs_end_to_end_learns_and_reruns_only_what_changed() {
         "report.md",
         "report.html",
         "report.parquet",
-        "pr_curves.png",
-        "f1_threshold.png",
+        // One PR and one F1-against-threshold chart per score stage (the model and the baseline).
+        "pr_curves_score.png",
+        "pr_curves_score_baseline.png",
+        "f1_threshold_score.png",
+        "f1_threshold_score_baseline.png",
         "f1_by_scanner.png",
+        "gallery.png",
         "summary.txt",
     ] {
         assert!(report.join(f).is_file(), "report lacks {f}");

@@ -19,7 +19,8 @@ pub struct JobFile {
     pub experiment: String,
     pub variant: String,
     pub stage: String,
-    pub experiment_dir: PathBuf,
+    /// Where the stage's relative path params resolve.
+    pub params_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub upstream: Vec<Artifact>,
     pub ancestors: Vec<Artifact>,
@@ -47,7 +48,7 @@ impl JobFile {
             experiment: plan.experiment.name.clone(),
             variant: s.variant.clone(),
             stage: s.name.clone(),
-            experiment_dir: std::path::absolute(&plan.experiment.dir).unwrap_or_else(|_| plan.experiment.dir.clone()),
+            params_dir: std::path::absolute(&s.params_dir).unwrap_or_else(|_| s.params_dir.clone()),
             cache_dir: store.root().to_path_buf(),
             upstream: s.needs.iter().map(artifact).collect(),
             ancestors: s.ancestors.iter().map(artifact).collect(),

@@ -90,7 +90,7 @@ pub fn run_job(registry: &Registry, job: &JobFile) -> Result<(), StageError> {
         job.stage.clone(),
         job.inputs.kind.clone(),
         job.key.clone(),
-        job.experiment_dir.clone(),
+        job.params_dir.clone(),
         job.upstream.clone(),
         job.ancestors.clone(),
         job.external.clone(),

@@ -69,6 +69,11 @@ impl SourceMap {
     }
 
     /// Location of the key at `path`, or of its nearest enclosing table.
+    /// Location of the key at exactly `path` (no enclosing table).
+    pub fn exact_key(&self, path: &[String]) -> Option<&Location> {
+        self.keys.get(&join_path(path))
+    }
+
     pub fn key(&self, path: &[String]) -> Option<&Location> {
         (0..=path.len()).rev().find_map(|n| self.keys.get(&join_path(&path[..n])))
     }

@@ -12,7 +12,7 @@ use midog_data::TiffImage;
 use midog_data::loader::{AugmentConfig, LoaderConfig, LoaderImage, PatchLoader, random_patch_plan};
 use midog_model::{LossScaler, Precision, RetinaNetConfig};
 use stages::cli::{InferBenchArgs, TrainBenchArgs};
-use stages::train::{Optimizer, TrainParams};
+use stages::train::Optimizer;
 use tch::Device;
 
 use crate::batch_tensor::TensorBatch;
@@ -31,12 +31,7 @@ fn precision(s: &str) -> Result<Precision> {
 
 fn model_config(model: Option<&Path>, backbone: &str) -> Result<RetinaNetConfig> {
     let mut cfg = match model {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let params: TrainParams =
-                toml::from_str(&text).with_context(|| format!("{}: invalid model keys", p.display()))?;
-            params.model
-        }
+        Some(p) => crate::detect::read_model_toml(p)?,
         None => RetinaNetConfig::default(),
     };
     if model.is_none() {

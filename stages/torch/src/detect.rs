@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use midog_data::TiffImage;
 use midog_eval::BoxDetection;
 use midog_eval::formats::DetectionsFile;
-use midog_model::Detector;
+use midog_model::{Detector, RetinaNetConfig};
 use stages::cli::DetectArgs;
 use stages::train::TrainParams;
 use tch::nn::VarStore;
@@ -29,6 +29,13 @@ pub fn load_model(checkpoint: &Path, model: Option<&Path>, dev: tch::Device) -> 
             checkpoint.display()
         );
     };
+    let mut cfg = read_model_toml(model)?;
+    cfg.backbone_weights = Some(checkpoint.to_path_buf());
+    Ok(midog_model::build_detector(&cfg, dev)?)
+}
+
+/// The model table of a `model.toml` (the train stage's keys), with unknown keys rejected.
+pub fn read_model_toml(model: &Path) -> Result<RetinaNetConfig> {
     let text = std::fs::read_to_string(model).with_context(|| format!("reading {}", model.display()))?;
     let table: toml::Table = toml::from_str(&text).with_context(|| format!("{}: invalid TOML", model.display()))?;
     if let Some(e) = engine::stage::unknown_key::<TrainParams>(&table) {
@@ -36,9 +43,7 @@ pub fn load_model(checkpoint: &Path, model: Option<&Path>, dev: tch::Device) -> 
     }
     let params: TrainParams =
         toml::Value::Table(table).try_into().with_context(|| format!("{}: invalid model keys", model.display()))?;
-    let mut cfg = params.model;
-    cfg.backbone_weights = Some(checkpoint.to_path_buf());
-    Ok(midog_model::build_detector(&cfg, dev)?)
+    Ok(params.model)
 }
 
 pub fn run(a: &DetectArgs) -> Result<()> {

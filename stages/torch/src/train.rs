@@ -125,7 +125,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
     let mut cfg = p.model.clone();
     if let Some(w) = &cfg.backbone_weights {
-        cfg.backbone_weights = Some(ctx.experiment_dir.join(w));
+        cfg.backbone_weights = Some(ctx.params_dir.join(w));
     }
     let (vs, net) = midog_model::build_detector(&cfg, device).map_err(model_err)?;
     let channels_last = device.is_cuda();

@@ -89,6 +89,7 @@ impl StageDef for Source {
     const VERSION: u32 = 1;
     const SUMMARY: &'static str = "copies an external file";
     const NEEDS: &'static [&'static str] = &[];
+    const PATH_PARAMS: &'static [&'static str] = &["file"];
     fn external_inputs(p: &SourceParams, base: &Path) -> Result<Vec<ExternalInput>, ParamError> {
         let path = base.join(&p.file);
         if !path.is_file() {

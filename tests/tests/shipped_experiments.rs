@@ -1,0 +1,148 @@
+//! The experiment files users get: every one resolves (sweeps expanded, variants named, every
+//! param valid), and the cheap studies run end to end at a tiny scale with the real binaries —
+//! the shipped file itself, extended only to shrink data and models. The expensive ones
+//! (domain-shift, hyperparams) are run at full small scale by `bench/studies.sh`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn experiments() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("experiments")
+}
+
+/// Train-stage keys that shrink a model to test size (any train stage of any shipped file).
+const TINY_TRAIN: &str = r#"fpn_channels = 32
+head_channels = 32
+head_convs = 1
+batch_size = 4
+epochs = 1
+"#;
+
+/// `NAME.toml` extended with the sizes of a test: a few small images, few small patches, one
+/// epoch of a narrow model. `train_stages` lists the file's train stages beyond `train`.
+fn tiny(p: &Project, name: &str, train_stages: &[&str]) -> String {
+    let mut text = format!(
+        r#"[experiment]
+name = "{name}-ci"
+extends = "{}"
+
+[stages.dataset]
+synthetic = {{ images_per_scanner = 3, scale = 0.08, density = 60, seed = 5 }}
+
+[stages.split]
+preset = "stratified"
+val_fraction = 0.34
+test_fraction = 0.34
+
+[stages.sample]
+patch_size = 128
+patches_per_image = 4
+
+[stages.tile_infer]
+tile_size = 256
+"#,
+        experiments().join(format!("{name}.toml")).display()
+    );
+    for stage in std::iter::once("train").chain(train_stages.iter().copied()) {
+        text.push_str(&format!("\n[stages.{stage}]\n{TINY_TRAIN}"));
+    }
+    let file = format!("{name}-ci.toml");
+    p.write(&file, &text);
+    file
+}
+
+fn ran(r: &BTreeMap<String, String>, stage: &str) -> usize {
+    r.iter().filter(|(k, v)| (k.as_str() == stage || k.starts_with(&format!("{stage}@"))) && *v == "ran").count()
+}
+
+#[test]
+fn every_shipped_experiment_resolves() {
+    let p = Project::new(pipeline_bin());
+    // midog-baseline reads real MIDOG files: point it at a small synthetic set in MIDOG's format.
+    let synth = p.run(&["synth", "data", "--images-per-scanner", "1", "--scale", "0.05", "--seed", "1"]);
+    assert!(synth.status.success(), "{}", stderr(&synth));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(experiments()).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let file = if stem == "midog-baseline" {
+            // It also starts from ImageNet weights; a dry run checks the file is there but
+            // reads no tensors, so a placeholder stands in.
+            p.write("weights.safetensors", "placeholder");
+            p.write(
+                "baseline.toml",
+                &format!(
+                    "[experiment]\nname = \"baseline-check\"\nextends = \"{}\"\n[stages.dataset]\nroot = \"{}\"\n\
+                     [stages.train]\nbackbone_weights = \"{}\"\n",
+                    path.display(),
+                    p.path("data").display(),
+                    p.path("weights.safetensors").display()
+                ),
+            );
+            p.path("baseline.toml")
+        } else {
+            path.clone()
+        };
+        let out = p.run(&["run", file.to_str().unwrap(), "--dry-run", "--json"]);
+        assert!(out.status.success(), "{stem}: {}\n{}", stdout(&out), stderr(&out));
+        let stages = statuses(&out);
+        assert!(stages.keys().any(|s| s.starts_with("report")), "{stem} has no report stage: {stages:?}");
+        seen += 1;
+    }
+    assert!(seen >= 7, "only {seen} experiment files found");
+}
+
+#[test]
+fn cheap_studies_run_end_to_end_with_shared_upstream_computed_once() {
+    let p = Project::new(pipeline_bin());
+
+    // overlap: one training, four inferences, four named variants.
+    let file = tiny(&p, "overlap", &[]);
+    let r = p.run_json(&file);
+    for v in ["overlap=0", "overlap=0.1", "overlap=0.25", "overlap=0.5"] {
+        assert!(r.contains_key(&format!("tile_infer@{v}")), "no variant {v}: {r:?}");
+    }
+    assert_eq!(ran(&r, "dataset"), 1, "{r:?}");
+    assert_eq!(ran(&r, "train"), 1, "the training is shared by every overlap: {r:?}");
+    assert_eq!(ran(&r, "tile_infer"), 4, "{r:?}");
+    let cmp = p.run(&["compare", &file, "-o", "cmp-overlap"]);
+    assert!(cmp.status.success(), "{}", stderr(&cmp));
+    let text = stdout(&cmp);
+    assert!(text.contains("overlap") && text.contains("XR"), "{text}");
+    let pngs = std::fs::read_dir(p.path("cmp-overlap"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"));
+    assert!(pngs.count() >= 1, "compare wrote no chart");
+
+    // sampling: three strategies, three samples and trainings; dataset and split come from the
+    // overlap run's cache (same data, same split).
+    let file = tiny(&p, "sampling", &[]);
+    let r = p.run_json(&file);
+    assert_eq!(ran(&r, "dataset") + ran(&r, "split"), 0, "shared with the overlap run: {r:?}");
+    assert_eq!(ran(&r, "sample"), 2, "mitosis-centred is the overlap run's: {r:?}");
+    assert_eq!(ran(&r, "train"), 2, "{r:?}");
+
+    // detectors: RetinaNet r18 (cached from above), RetinaNet r50 and CenterNet, one report.
+    let file = tiny(&p, "detectors", &["train_r50", "train_centernet"]);
+    let r = p.run_json(&file);
+    assert_eq!(r["train"], "cached", "{r:?}");
+    assert_eq!(r["train_r50"], "ran", "{r:?}");
+    assert_eq!(r["train_centernet"], "ran", "{r:?}");
+    assert_eq!(r["report"], "ran", "{r:?}");
+    let export = p.run(&["export", &file, "-o", "detectors.parquet"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let cmp = p.run(&["compare", &file, "-o", "cmp-detectors"]);
+    assert!(cmp.status.success(), "{}", stderr(&cmp));
+    let text = stdout(&cmp);
+    for stage in ["score_r50", "score_centernet", "score_baseline"] {
+        assert!(text.contains(stage), "compare lacks {stage}:\n{text}");
+    }
+}
