@@ -13,21 +13,18 @@ use serde::{Deserialize, Serialize};
 use crate::artifact::dataset_manifest::{self, DatasetImage, DatasetManifest};
 use crate::artifact::write_json;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// What opening an image tells: width, height and µm per pixel when the file says.
+type ImageCheck = (u32, u32, Option<f64>);
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatasetParams {
-    /// Directory with MIDOG.json and the images (relative to the experiment file).
+    /// Directory with MIDOG.json and the images (relative to the experiment file that sets it).
     pub root: Option<PathBuf>,
     /// Generate a synthetic MIDOG-like dataset into the cache instead.
     pub synthetic: Option<SyntheticParams>,
     /// Image id ranges per scanner (default: the MIDOG 2021 ranges, GT450 unlabelled).
     pub scanners: Option<BTreeMap<String, ScannerParams>>,
-}
-
-impl Default for DatasetParams {
-    fn default() -> Self {
-        DatasetParams { root: None, synthetic: None, scanners: None }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -239,7 +236,7 @@ pub fn load_and_validate(
     let midog = MidogJson::load(&json).map_err(StageError::domain)?;
     let mut problems: Vec<String> = midog.check(&json);
     ctx.progress().start(midog.images.len() as u64, "checking images");
-    let checked: Vec<Result<(u32, u32, Option<f64>), String>> = midog
+    let checked: Vec<Result<ImageCheck, String>> = midog
         .images
         .par_iter()
         .map(|img| {
@@ -280,7 +277,7 @@ pub fn load_and_validate(
                 None => {}
             }
         }
-        if !scanner.labelled && !(mitoses.is_empty() && imposters.is_empty()) {
+        if !(scanner.labelled || mitoses.is_empty() && imposters.is_empty()) {
             tracing::warn!(
                 "image {} is from unlabelled scanner {}, yet has annotations; they are ignored",
                 img.id,

@@ -75,7 +75,7 @@ impl StageDef for SampleStage {
                 "p_mitosis + p_imposter must be at most 1 (the rest is random)",
             ));
         }
-        if p.patch_size < 64 || p.patch_size % 32 != 0 {
+        if p.patch_size < 64 || !p.patch_size.is_multiple_of(32) {
             return Err(ParamError::new(
                 &["patch_size"],
                 "must be a multiple of 32, at least 64 (the backbone downsamples by 32)",

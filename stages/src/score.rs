@@ -84,7 +84,7 @@ impl StageDef for ScoreStage {
     const NEEDS: &'static [&'static str] = &["nms"];
 
     fn validate(p: &ScoreParams) -> Result<(), ParamError> {
-        if !(p.radius_um > 0.0) {
+        if p.radius_um.is_nan() || p.radius_um <= 0.0 {
             return Err(ParamError::new(&["radius_um"], "must be positive"));
         }
         if let ThresholdChoice::Fixed(t) = p.threshold

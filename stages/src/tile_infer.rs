@@ -63,7 +63,7 @@ impl StageDef for TileInferStage {
     const NON_KEY_PARAMS: &'static [&'static str] = &["device", "loader_threads"];
 
     fn validate(p: &TileInferParams) -> Result<(), ParamError> {
-        if p.tile_size < 64 || p.tile_size % 32 != 0 {
+        if p.tile_size < 64 || !p.tile_size.is_multiple_of(32) {
             return Err(ParamError::new(&["tile_size"], "must be a multiple of 32, at least 64"));
         }
         if p.overlap < 0.0 || (p.overlap >= 1.0 && p.overlap >= p.tile_size as f64) {

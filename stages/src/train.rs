@@ -140,7 +140,7 @@ impl StageDef for TrainStage {
         if p.val_every == 0 {
             return Err(ParamError::new(&["val_every"], "must be at least 1"));
         }
-        if p.grad_clip.is_some_and(|g| !(g > 0.0)) {
+        if p.grad_clip.is_some_and(|g| g.is_nan() || g <= 0.0) {
             return Err(ParamError::new(&["grad_clip"], "must be positive"));
         }
         parse_device(&p.device).map_err(|e| ParamError::new(&["device"], e))?;

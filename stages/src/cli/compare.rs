@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::results::{ResultRow, collect, metric};
 
+/// A metric's values per scanner (one per variant run with the same swept value).
+type PerScanner = BTreeMap<String, Vec<f64>>;
+
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// The experiment (with a [sweep] or several score stages).
@@ -116,7 +119,7 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     stages.sort();
     stages.dedup();
     for (key, stage) in swept_keys.iter().flat_map(|k| stages.iter().map(move |s| (k, s))) {
-        let mut by_value: BTreeMap<String, (Value, BTreeMap<String, Vec<f64>>)> = BTreeMap::new();
+        let mut by_value: BTreeMap<String, (Value, PerScanner)> = BTreeMap::new();
         for r in rows.iter().filter(|r| &r.score_stage == stage) {
             let Some(v) = r.swept.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()) else { continue };
             let Some(m) = metric(&r.group, &a.metric) else { continue };
@@ -137,7 +140,7 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
         } else {
             (out.join(format!("{}_by_{label}.png", a.metric)), format!("{} {} by {label}", a.split, a.metric))
         };
-        let numeric: Option<Vec<(f64, &BTreeMap<String, Vec<f64>>)>> =
+        let numeric: Option<Vec<(f64, &PerScanner)>> =
             by_value.values().map(|(v, m)| v.as_f64().map(|x| (x, m))).collect();
         let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
         match numeric {

@@ -92,7 +92,6 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         let _ = crate::train::train_step(net.as_ref(), opt, &vs, &images, &targets, precision, scaler, 1e-4, None);
         Ok(())
     };
-    let source;
     let (result, util) = with_gpu_utilisation(dev, || -> Result<()> {
         if let Some(dir) = &a.dataset {
             let files = tiff_files(dir)?;
@@ -148,7 +147,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         Ok(())
     });
     result?;
-    source = if a.dataset.is_some() {
+    let source = if a.dataset.is_some() {
         format!("real loader ({} threads)", a.loader_threads)
     } else {
         "synthetic tensors".into()

@@ -204,7 +204,7 @@ mod tests {
         for _ in 0..5 {
             ours.zero_grad();
             loss(&m1).backward();
-            ours.step(1e-2, None);
+            let _ = ours.step(1e-2, None);
             theirs.backward_step(&loss(&m2));
         }
         let a = vs1.variables();
@@ -224,13 +224,13 @@ mod tests {
         for _ in 0..3 {
             opt.zero_grad();
             loss(&m).backward();
-            opt.step(1e-2, Some(1.0));
+            let _ = opt.step(1e-2, Some(1.0));
         }
         opt.save(&dir.path().join("opt.safetensors")).unwrap();
         let snapshot: HashMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
         opt.zero_grad();
         loss(&m).backward();
-        opt.step(1e-2, Some(1.0));
+        let _ = opt.step(1e-2, Some(1.0));
         let after: HashMap<String, Tensor> = vs.variables();
 
         // A fresh model at the snapshot with the saved state takes the same step.
@@ -246,7 +246,7 @@ mod tests {
         opt2.load(&dir.path().join("opt.safetensors")).unwrap();
         opt2.zero_grad();
         loss(&m2).backward();
-        opt2.step(1e-2, Some(1.0));
+        let _ = opt2.step(1e-2, Some(1.0));
         for (k, v) in vs2.variables() {
             let d = (&v - &after[&k]).abs().max().double_value(&[]);
             assert!(d < 1e-7, "{k}: {d}");

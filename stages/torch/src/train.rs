@@ -207,7 +207,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             step_losses.push(losses);
             state.global_step += 1;
             ctx.progress().inc(1);
-            if state.global_step % 20 == 0 {
+            if state.global_step.is_multiple_of(20) {
                 // One read every 20 steps for the progress line (the loss stays on the device
                 // otherwise); a diverged loss stops the stage here rather than at the epoch's end.
                 let l = step_losses.last().map(|t| t.double_value(&[0])).unwrap_or(f64::NAN);

@@ -33,7 +33,8 @@ struct Common<'a> {
 }
 
 macro_rules! common_fields {
-    ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
         #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields, default)]
         struct $name {
@@ -55,7 +56,10 @@ macro_rules! common_fields {
 
 common_fields!(SourceParams { file: PathBuf });
 common_fields!(TransformParams { factor: i64, weight: f64 });
-common_fields!(CombineParams {});
+common_fields!(
+    #[derive(Default)]
+    CombineParams {}
+);
 common_fields!(GpuProbeParams { gpus: usize });
 
 impl Default for SourceParams {
@@ -67,12 +71,6 @@ impl Default for SourceParams {
 impl Default for TransformParams {
     fn default() -> Self {
         TransformParams { factor: 1, weight: 1e-4, sleep_ms: 0, count_file: None, fail: false }
-    }
-}
-
-impl Default for CombineParams {
-    fn default() -> Self {
-        CombineParams { sleep_ms: 0, count_file: None, fail: false }
     }
 }
 
