@@ -37,7 +37,7 @@ pub struct SyntheticParams {
     pub seed: u64,
     /// Multiplier of the real per-area rates of mitoses and hard negatives.
     pub density: f64,
-    /// Tile compression: "jpeg" (as real MIDOG files) or "deflate".
+    /// Tile compression: "jpeg" (as real MIDOG files), "deflate" or "none".
     pub compression: String,
     pub jpeg_quality: u8,
     /// Scanners to generate (default all four).
@@ -132,7 +132,8 @@ fn synth_config(s: &SyntheticParams) -> Result<midog_synth::SynthConfig, String>
     let compression = match s.compression.as_str() {
         "jpeg" => midog_synth::Compression::Jpeg { quality: s.jpeg_quality },
         "deflate" => midog_synth::Compression::Deflate,
-        other => return Err(format!("compression `{other}`: use \"jpeg\" or \"deflate\"")),
+        "none" => midog_synth::Compression::None,
+        other => return Err(format!("compression `{other}`: use \"jpeg\", \"deflate\" or \"none\"")),
     };
     let cfg = midog_synth::SynthConfig {
         images_per_scanner: s.images_per_scanner,

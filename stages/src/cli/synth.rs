@@ -21,7 +21,7 @@ pub struct SynthArgs {
     /// Multiplier of the real per-area rates of mitoses and hard negatives.
     #[arg(long, default_value_t = 1.0)]
     pub density: f64,
-    /// jpeg or deflate.
+    /// jpeg (as real MIDOG files), deflate (lossless) or none (uncompressed).
     #[arg(long, default_value = "jpeg")]
     pub compression: String,
     /// Comma-separated scanners (default XR,S360,CS2,GT450).
@@ -33,7 +33,8 @@ pub fn run(a: SynthArgs) -> Result<()> {
     let compression = match a.compression.as_str() {
         "jpeg" => Compression::Jpeg { quality: 85 },
         "deflate" => Compression::Deflate,
-        other => bail!("--compression {other}: use jpeg or deflate"),
+        "none" => Compression::None,
+        other => bail!("--compression {other}: use jpeg, deflate or none"),
     };
     let mut cfg = SynthConfig {
         images_per_scanner: a.images_per_scanner,

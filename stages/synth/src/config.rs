@@ -13,6 +13,8 @@ pub enum Compression {
     Jpeg { quality: u8 },
     /// Deflate with horizontal differencing (lossless, about 4× larger).
     Deflate,
+    /// Uncompressed tiles (3 bytes per pixel on disk): what a reader costs without a codec.
+    None,
 }
 
 /// Parameters of one synthetic dataset. The same config and seed always give the same bytes,

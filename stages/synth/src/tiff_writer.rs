@@ -105,6 +105,7 @@ pub fn write_tiled_tiff_as(path: &Path, layout: &TiffLayout, tiles: &[Vec<u8>], 
     let (compression_code, photometric) = match layout.compression {
         Compression::Jpeg { .. } => (7u16, 6u16),
         Compression::Deflate => (8u16, 2u16),
+        Compression::None => (1u16, 2u16),
     };
     // Pixels per centimetre as a rational: 10^8 / (µm/px · 10^4).
     let den = (layout.um_per_px * 1e4).round().max(1.0) as u32;
@@ -130,6 +131,7 @@ pub fn write_tiled_tiff_as(path: &Path, layout: &TiffLayout, tiles: &[Vec<u8>], 
     match layout.compression {
         Compression::Deflate => entries.push(shorts(317, &[2])),
         Compression::Jpeg { .. } => entries.push(shorts(530, &[2, 2])),
+        Compression::None => {}
     }
     entries.sort_by_key(|e| e.tag);
 
@@ -260,14 +262,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (w, h, px) = test_image();
         for big in [false, true] {
-            for c in [Compression::Deflate, Compression::Jpeg { quality: 90 }] {
+            for c in [Compression::Deflate, Compression::None, Compression::Jpeg { quality: 90 }] {
                 let path = dir.path().join(format!("t-{big}-{c:?}.tiff").replace([' ', '{', '}', ':'], ""));
                 write_tiled_tiff_as(&path, &layout(w, h, c), &tiles_of(w, h, &px, 128, c), big).unwrap();
                 let img = RgbImage::read(&path).unwrap();
                 assert_eq!((img.width, img.height), (w, h));
                 assert!((img.um_per_px - 0.23).abs() < 1e-9);
                 let d = mean_abs_diff(&img.pixels, &px);
-                if c == Compression::Deflate {
+                if c != (Compression::Jpeg { quality: 90 }) {
                     assert_eq!(d, 0.0);
                 } else {
                     assert!(d < 3.0, "JPEG round trip differs by {d}");
@@ -299,6 +301,7 @@ mod tests {
         for (name, c, big) in [
             ("jpeg.tiff", Compression::Jpeg { quality: 90 }, false),
             ("deflate.tiff", Compression::Deflate, false),
+            ("raw.tiff", Compression::None, false),
             ("jpeg-big.tiff", Compression::Jpeg { quality: 90 }, true),
         ] {
             let path = dir.path().join(name);
@@ -320,7 +323,7 @@ mod tests {
             let fields: Vec<&str> = stdout.split(") ").collect();
             assert!(stdout.starts_with(&format!("({h}, {w}, 3) uint8")), "{name}: {stdout}");
             let nums: Vec<f64> = fields[1].split_whitespace().skip(1).take(2).map(|v| v.parse().unwrap()).collect();
-            let tol = if c == Compression::Deflate { 0.0 } else { 3.0 };
+            let tol = if c == (Compression::Jpeg { quality: 90 }) { 3.0 } else { 0.0 };
             assert!(nums[0] <= tol, "{name}: tifffile pixels differ by {}", nums[0]);
             assert!((nums[1] - 0.23).abs() < 1e-6, "{name}: {stdout}");
             assert!(stdout.contains("seed=5") && stdout.contains("3"), "{name}: {stdout}");

@@ -2,7 +2,7 @@
 //! in-memory renderer ([`crate::dataset::render_image`]) runs [`decode_tile`] on the same bytes
 //! so that it shows exactly the compression artefacts a reader of the file sees, without writing
 //! a file. Reading whole files back is midog-data's job (`midog_data::TiffImage`), not this
-//! module's: these functions only know the two codecs this generator writes.
+//! module's: these functions only know the codecs this generator writes.
 
 use std::io::{Read, Write};
 
@@ -36,6 +36,7 @@ pub fn encode_tile(rgb: &[u8], tile_size: u32, compression: Compression) -> Resu
             enc.write_all(&diff).map_err(|e| format!("deflate failed: {e}"))?;
             enc.finish().map_err(|e| format!("deflate failed: {e}"))
         }
+        Compression::None => Ok(rgb.to_vec()),
     }
 }
 
@@ -57,6 +58,7 @@ pub fn decode_tile(src: &[u8], compression: Compression, tile_size: u32) -> Resu
             }
             out
         }
+        Compression::None => src.to_vec(),
     };
     if rgb.len() != t * t * 3 {
         return Err(format!("tile decoded to {} bytes, expected {}", rgb.len(), t * t * 3));
