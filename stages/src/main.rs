@@ -7,6 +7,10 @@ use clap::Parser;
 use stages::cli::{BenchCommand, Cli, Command, forward_to_torch_worker};
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when whoever reads stdout goes away (`pipeline … | head`)
+    // instead of panicking on the broken pipe. Worker processes reset this themselves.
+    // SAFETY: called before any thread exists; SIG_DFL is a valid disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let registry = stages::registry();
     let result = match cli.command {

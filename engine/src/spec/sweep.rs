@@ -123,6 +123,10 @@ pub fn expand(
                     }
                     named.push((name.clone(), list));
                 }
+                // TOML tables forget their order; list named variants as the file writes them.
+                named.sort_by_key(|(name, _)| {
+                    here(&["sweep", "variants", name.as_str()]).map(|l| (l.file.clone(), l.line, l.column))
+                });
             }
             _ => {
                 let mut prefix = vec!["sweep".to_string()];
@@ -395,14 +399,14 @@ mod tests {
     }
 
     #[test]
-    fn named_variants_use_the_users_names_and_multiply_with_axes() {
+    fn named_variants_use_the_users_names_in_file_order_and_multiply_with_axes() {
         let v = expand_text(
             "[sweep]\n\"stages.nms.iou\" = [0.3, 0.5]\n[sweep.variants.small]\n\"stages.train.epochs\" = 5\n[sweep.variants.big]\nstages.train.epochs = 50\n",
         )
         .unwrap();
-        assert_eq!(names(&v), ["big/iou=0.3", "big/iou=0.5", "small/iou=0.3", "small/iou=0.5"]);
+        assert_eq!(names(&v), ["small/iou=0.3", "small/iou=0.5", "big/iou=0.3", "big/iou=0.5"]);
         assert_eq!(v[0].overrides[0].path, ["stages", "train", "epochs"]);
-        assert_eq!(v[0].overrides[0].value.as_integer(), Some(50));
+        assert_eq!(v[0].overrides[0].value.as_integer(), Some(5));
     }
 
     #[test]

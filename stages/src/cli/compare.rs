@@ -69,11 +69,14 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     let swept_keys: Vec<String> =
         rows.first().map(|r| r.swept.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
 
+    // Variants in the order the experiment declares them (named variants tell a story in order).
+    let rank = |variant: &str| plan.variants.iter().position(|v| v.variant.name == variant).unwrap_or(usize::MAX);
+
     // The table: one line per variant and score stage.
-    let mut lines: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
-    let mut swept_of: BTreeMap<(String, String), Vec<(String, Value)>> = BTreeMap::new();
+    let mut lines: BTreeMap<(usize, String, String), BTreeMap<String, f64>> = BTreeMap::new();
+    let mut swept_of: BTreeMap<(usize, String, String), Vec<(String, Value)>> = BTreeMap::new();
     for r in &rows {
-        let id = (r.variant.clone(), r.score_stage.clone());
+        let id = (rank(&r.variant), r.variant.clone(), r.score_stage.clone());
         if let Some(v) = metric(&r.group, &a.metric) {
             lines.entry(id.clone()).or_default().insert(r.group.scanner.clone(), v);
         }
@@ -90,9 +93,9 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     header.extend(scanners.iter().map(|s| format!("{} {}", a.metric, s)));
     let table: Vec<Vec<String>> = lines
         .iter()
-        .map(|((variant, stage), values)| {
-            let mut row: Vec<String> =
-                swept_of[&(variant.clone(), stage.clone())].iter().map(|(_, v)| show(v)).collect();
+        .map(|(id, values)| {
+            let (_, variant, stage) = id;
+            let mut row: Vec<String> = swept_of[id].iter().map(|(_, v)| show(v)).collect();
             if swept_keys.is_empty() {
                 row.push(variant.clone());
             }
@@ -120,9 +123,12 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     stages.dedup();
     for (key, stage) in swept_keys.iter().flat_map(|k| stages.iter().map(move |s| (k, s))) {
         let mut by_value: BTreeMap<String, (Value, PerScanner)> = BTreeMap::new();
+        // Bar groups in the order their values first appear among the declared variants.
+        let mut group_order: Vec<(usize, String)> = Vec::new();
         for r in rows.iter().filter(|r| &r.score_stage == stage) {
             let Some(v) = r.swept.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()) else { continue };
             let Some(m) = metric(&r.group, &a.metric) else { continue };
+            group_order.push((rank(&r.variant), show(&v)));
             by_value
                 .entry(show(&v))
                 .or_insert_with(|| (v.clone(), BTreeMap::new()))
@@ -160,7 +166,13 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
                 chart.save_png(&file, 760, 500)?;
             }
             _ => {
-                let groups: Vec<String> = by_value.keys().cloned().collect();
+                group_order.sort();
+                let mut groups: Vec<String> = Vec::new();
+                for (_, g) in group_order {
+                    if !groups.contains(&g) {
+                        groups.push(g);
+                    }
+                }
                 let mut chart =
                     BarChart::new(&title, groups.clone()).y_label(&a.metric).y_range(0.0, 1.05).value_labels(2);
                 for s in &scanners {
@@ -178,7 +190,7 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
             .y_label(&a.metric)
             .y_range(0.0, 1.05)
             .value_labels(2);
-        for ((_, stage), values) in &lines {
+        for ((_, _, stage), values) in &lines {
             chart = chart.series(stage.clone(), scanners.iter().map(|s| values.get(s).copied().unwrap_or(0.0)));
         }
         chart.save_png(&file, 760, 500)?;
