@@ -141,17 +141,7 @@ pub fn run(p: &BlobBaselineParams, ctx: &StageContext) -> Result<(), StageError>
             let start = Instant::now();
             let dets = detect(&d, &dataset, img)?;
             progress.inc(1);
-            let inferred = InferredImage {
-                id: img.id,
-                file_name: img.file_name.clone(),
-                role,
-                scanner: img.scanner.clone(),
-                um_per_px: img.um_per_px,
-                width: img.width,
-                height: img.height,
-                tiles: 1,
-                seconds: start.elapsed().as_secs_f64(),
-            };
+            let inferred = InferredImage::new(img, role, 1, start.elapsed().as_secs_f64());
             Ok((inferred, dets))
         })
         .collect::<Result<_, StageError>>()?;

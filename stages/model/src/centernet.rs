@@ -22,7 +22,7 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::Error;
 use crate::backbone::ResNet;
 use crate::config::{HeadKind, RetinaNetConfig};
-use crate::detector::Detector;
+use crate::detector::{Detector, input_size};
 use crate::fpn::Fpn;
 use crate::heatmap::{self, CenterNetLossConfig, DecodeConfig, REGRESSION_CHANNELS, STRIDE};
 use crate::layers::{Conv2d, ConvInit, ConvSpec, GroupNorm, cast};
@@ -30,7 +30,7 @@ use crate::loss::{Losses, Targets};
 use crate::postprocess::Detections;
 use crate::precision::{Precision, PrecisionExt};
 use crate::transform::normalize_images;
-use crate::weights::{self, LoadReport};
+use crate::weights;
 
 /// Raw head outputs at stride 8.
 #[derive(Debug)]
@@ -179,11 +179,6 @@ impl CenterNet {
     }
 }
 
-fn input_size(images: &Tensor) -> (i64, i64) {
-    let s = images.size();
-    (s[2], s[3])
-}
-
 impl Detector for CenterNet {
     fn config(&self) -> &RetinaNetConfig {
         CenterNet::config(self)
@@ -223,17 +218,7 @@ impl Detector for CenterNet {
 pub fn build(cfg: &RetinaNetConfig, device: Device) -> Result<(nn::VarStore, CenterNet), Error> {
     let vs = nn::VarStore::new(device);
     let net = CenterNet::new(&vs.root(), cfg)?;
-    if let Some(path) = &cfg.backbone_weights {
-        let skip: Vec<&str> = cfg.backbone_weights_skip.iter().map(String::as_str).collect();
-        let report: LoadReport = weights::load_weights(&vs, path, &skip)?;
-        tracing::info!(
-            path = %path.display(),
-            format = ?report.format,
-            loaded = report.loaded,
-            ignored = report.ignored.len(),
-            "loaded initial weights"
-        );
-    }
+    weights::load_initial_weights(&vs, cfg)?;
     Ok((vs, net))
 }
 

@@ -36,7 +36,8 @@ pub trait Detector {
     fn save_checkpoint(&self, vs: &nn::VarStore, path: &Path) -> Result<(), Error>;
 }
 
-fn input_size(images: &Tensor) -> (i64, i64) {
+/// Height and width of an NCHW batch.
+pub(crate) fn input_size(images: &Tensor) -> (i64, i64) {
     let s = images.size();
     (s[2], s[3])
 }

@@ -32,7 +32,7 @@ use crate::loss::{LossConfig, Losses, Targets, retinanet_losses};
 use crate::matcher::Matcher;
 use crate::postprocess::{Detections, PostProcessConfig, postprocess};
 use crate::transform::normalize_images;
-use crate::weights::{self, LoadReport};
+use crate::weights;
 
 /// RetinaNet with torchvision-compatible variable names (build it on the root path of a `VarStore`).
 #[derive(Debug)]
@@ -175,17 +175,7 @@ impl RetinaNet {
 pub fn build(cfg: &RetinaNetConfig, device: Device) -> Result<(nn::VarStore, RetinaNet), Error> {
     let vs = nn::VarStore::new(device);
     let net = RetinaNet::new(&vs.root(), cfg)?;
-    if let Some(path) = &cfg.backbone_weights {
-        let skip: Vec<&str> = cfg.backbone_weights_skip.iter().map(String::as_str).collect();
-        let report: LoadReport = weights::load_weights(&vs, path, &skip)?;
-        tracing::info!(
-            path = %path.display(),
-            format = ?report.format,
-            loaded = report.loaded,
-            ignored = report.ignored.len(),
-            "loaded initial weights"
-        );
-    }
+    weights::load_initial_weights(&vs, cfg)?;
     Ok((vs, net))
 }
 

@@ -174,6 +174,22 @@ pub fn load_weights(vs: &nn::VarStore, path: &Path, skip: &[&str]) -> Result<Loa
     load_state_dict(vs, tensors, path, skip)
 }
 
+/// Loads `cfg.backbone_weights` into a freshly built model when set (`cfg.backbone_weights_skip`
+/// prefixes excluded), and logs what was loaded. Every detector's `build` calls this.
+pub fn load_initial_weights(vs: &nn::VarStore, cfg: &RetinaNetConfig) -> Result<(), Error> {
+    let Some(path) = &cfg.backbone_weights else { return Ok(()) };
+    let skip: Vec<&str> = cfg.backbone_weights_skip.iter().map(String::as_str).collect();
+    let report = load_weights(vs, path, &skip)?;
+    tracing::info!(
+        path = %path.display(),
+        format = ?report.format,
+        loaded = report.loaded,
+        ignored = report.ignored.len(),
+        "loaded initial weights"
+    );
+    Ok(())
+}
+
 /// Loads named tensors (a torchvision state dict) into `vs`; `source` names them in errors.
 pub fn load_state_dict(
     vs: &nn::VarStore,

@@ -6,6 +6,8 @@ use std::path::Path;
 use engine::StageError;
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::DatasetImage;
+
 pub const FILE: &str = "images.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -35,6 +37,23 @@ pub struct InferredImage {
     pub height: u32,
     pub tiles: u32,
     pub seconds: f64,
+}
+
+impl InferredImage {
+    /// The record of one dataset image covered with `tiles` tiles in `seconds`.
+    pub fn new(img: &DatasetImage, role: Role, tiles: u32, seconds: f64) -> InferredImage {
+        InferredImage {
+            id: img.id,
+            file_name: img.file_name.clone(),
+            role,
+            scanner: img.scanner.clone(),
+            um_per_px: img.um_per_px,
+            width: img.width,
+            height: img.height,
+            tiles,
+            seconds,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

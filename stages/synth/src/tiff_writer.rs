@@ -208,7 +208,10 @@ mod tests {
     use crate::rgb_image::RgbImage;
     use crate::tile_codec::encode_tile;
 
-    const PYTHON: &str = "/root/.cache/midog-pipeline/torch-2.11.0/bin/python";
+    /// The pipeline's Python as `bin/env.sh` (which `bin/test` sources) exports it.
+    fn python() -> Option<std::path::PathBuf> {
+        std::env::var_os("PIPELINE_PYTHON").map(std::path::PathBuf::from).filter(|p| p.exists())
+    }
 
     /// A smooth test image with some texture (JPEG-friendly), 300 × 200 px.
     fn test_image() -> (u32, u32, Vec<u8>) {
@@ -290,10 +293,10 @@ mod tests {
     /// the pixels we encoded, for classic and BigTIFF, JPEG (YCbCr) and Deflate.
     #[test]
     fn tifffile_reads_what_we_write() {
-        if !Path::new(PYTHON).exists() {
-            eprintln!("skipped: {PYTHON} not found");
+        let Some(python) = python() else {
+            eprintln!("skipped: PIPELINE_PYTHON is unset or missing (bin/test sets it)");
             return;
-        }
+        };
         let dir = tempfile::tempdir().unwrap();
         let (w, h, px) = test_image();
         let raw = dir.path().join("expected.rgb");
@@ -317,7 +320,7 @@ mod tests {
                 path.display(),
                 raw.display()
             );
-            let out = std::process::Command::new(PYTHON).arg("-c").arg(&script).output().unwrap();
+            let out = std::process::Command::new(&python).arg("-c").arg(&script).output().unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
             let fields: Vec<&str> = stdout.split(") ").collect();

@@ -78,17 +78,7 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
         for c in &found {
             candidates.push(id, c.tile, c.b, c.score);
         }
-        inferred.push(InferredImage {
-            id,
-            file_name: img.file_name.clone(),
-            role,
-            scanner: img.scanner.clone(),
-            um_per_px: img.um_per_px,
-            width: img.width,
-            height: img.height,
-            tiles: tiles as u32,
-            seconds: start.elapsed().as_secs_f64(),
-        });
+        inferred.push(InferredImage::new(img, role, tiles as u32, start.elapsed().as_secs_f64()));
         tracing::info!(
             "{}: {} tiles, {} candidates in {:.2} s",
             img.file_name,

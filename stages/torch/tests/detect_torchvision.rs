@@ -32,6 +32,10 @@ use std::process::Command;
 use serde_json::Value;
 use tch::Tensor;
 
+#[path = "../../model/tests/common/python.rs"]
+mod python;
+use python::pipeline_python;
+
 const TOL: f64 = 1e-4;
 
 fn fixture_dir() -> PathBuf {
@@ -43,21 +47,6 @@ fn pipeline_torch() -> PathBuf {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pipeline-torch")))
-}
-
-/// The pipeline's Python, found as `bin/env.sh` sets it (see midog-model's `tests/common`).
-fn pipeline_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PIPELINE_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("PIPELINE_HOME").filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-        cache.join("midog-pipeline")
-    });
-    home.join("torch-2.11.0/bin/python")
 }
 
 fn read_json(path: &Path) -> Value {

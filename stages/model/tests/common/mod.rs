@@ -8,25 +8,12 @@ use std::sync::OnceLock;
 
 use tch::Tensor;
 
+mod python;
+pub use python::pipeline_python;
+
 /// FNV-1a 64: a stable cache key for the fixture script.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// The pipeline's Python: `$PIPELINE_PYTHON`, else `$PIPELINE_HOME/torch-2.11.0/bin/python`, with
-/// `PIPELINE_HOME` defaulting to `${XDG_CACHE_HOME:-~/.cache}/midog-pipeline` (as `bin/env.sh`).
-pub fn pipeline_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PIPELINE_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("PIPELINE_HOME").filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-        cache.join("midog-pipeline")
-    });
-    home.join("torch-2.11.0/bin/python")
 }
 
 /// Directory with the fixture files, generated once and cached under the cargo target directory
