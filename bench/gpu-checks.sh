@@ -81,10 +81,13 @@ note "# gpu-checks $(date -Is) on $(hostname), $(nproc) CPUs; binaries $bin; pyt
 step nvidia-smi 20 nvidia-smi -L
 step versions 60 "$py" -c 'import json, torch, torchvision; print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__, "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))'
 
-# data, generated on the spot: one full-size XR image, and 8 full-size images for the loader
-step synth-image 60 "$bin/pipeline" synth "$work/xr1" --images-per-scanner 1 --scale 1 --scanners XR
-step synth-dataset 90 "$bin/pipeline" synth "$work/train" --images-per-scanner 2 --scale 1
-image=$work/xr1/001.tiff
+step libraries 20 bash -c "ldd '$bin/pipeline-torch' | grep -E 'torch|c10|not found'"
+step cuda-seen 60 "$bin/pipeline" bench train --backbone resnet18 --batch 2 --size 256 --steps 1 --warmup 1 \
+  --precision fp32 --device cuda --json
+
+# data, generated on the spot: one full-size image per scanner (the XR one is the inference image)
+step synth-dataset 90 "$bin/pipeline" synth "$work/train" --images-per-scanner 1 --scale 1
+image=$work/train/001.tiff
 
 # training: batch 16, 512 px, 20 timed steps after 3 warm-up steps
 for p in fp32 bf16; do
@@ -92,6 +95,8 @@ for p in fp32 bf16; do
     --warmup 3 --precision "$p" --device cuda --json
   step "train-ours-$p-loader" 90 "$bin/pipeline" bench train --backbone resnet18 --batch 16 --size 512 --steps 20 \
     --warmup 3 --precision "$p" --device cuda --dataset "$work/train" --loader-threads "$workers" --json
+  [ "$p" = bf16 ] && step "train-ours-$p-loader4" 90 "$bin/pipeline" bench train --backbone resnet18 --batch 16 \
+    --size 512 --steps 20 --warmup 3 --precision "$p" --device cuda --dataset "$work/train" --loader-threads 4 --json
   flag=()
   [ "$p" = bf16 ] && flag=(--bf16)
   step "train-torchvision-$p" 120 "$py" "$repo/stages/model/parity/bench_torchvision.py" --batch 16 --size 512 \
@@ -104,6 +109,28 @@ for p in fp32 bf16; do
   step "infer-torchvision-$p" 120 "$py" "$repo/stages/torch/bench/torchvision_infer.py" --image "$image" \
     --precision "$p" --device cuda --workers "$workers" --repeats 3
 done
+
+# the quickstart end to end with device = "cuda" (train and tile_infer on the GPU)
+sed 's/^device = .*/device = "cuda"/' "$repo/experiments/quickstart.toml" >"$work/quickstart-cuda.toml"
+step quickstart-cuda 150 "$bin/pipeline" run "$work/quickstart-cuda.toml" --cache-dir "$work/cache"
+mkdir -p "$out/quickstart-cuda"
+find "$work/cache" -path '*/out/*' \( -name 'report.md' -o -name 'metrics.parquet' -o -name '*.log' \) \
+  -exec sh -c 'cp "$1" "$2/$(basename "$(dirname "$(dirname "$1")")" | cut -c1-12)-$(basename "$1")"' _ {} "$out/quickstart-cuda" \; 2>/dev/null
+
+# where the time goes: one Nsight Systems profile of our bf16 training step and of inference
+nsys=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+if [ -n "$nsys" ]; then
+  step nsys-train-bf16 90 "$nsys" profile -t cuda,osrt -o "$work/train-bf16" --force-overwrite true \
+    "$bin/pipeline" bench train --backbone resnet18 --batch 16 --size 512 --steps 10 --warmup 3 --precision bf16 --device cuda --json
+  "$nsys" stats -r cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum -f csv "$work/train-bf16.nsys-rep" 2>&1 \
+    | head -150 >"$out/nsys-train-bf16.csv"
+  step nsys-infer-bf16 90 "$nsys" profile -t cuda,osrt -o "$work/infer-bf16" --force-overwrite true \
+    "$bin/pipeline" bench infer --image "$image" --precision bf16 --device cuda --repeats 1 --json
+  "$nsys" stats -r cuda_gpu_kern_sum,cuda_api_sum,cuda_gpu_mem_time_sum -f csv "$work/infer-bf16.nsys-rep" 2>&1 \
+    | head -150 >"$out/nsys-infer-bf16.csv"
+else
+  note "### nsys not found: no profile"
+fi
 
 "$py" - "$jsonl" >"$out/summary.txt" <<'EOF'
 import json, sys

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the release binaries and writes them xz-compressed to gpu-carry/ (listed in
+# .git/info/exclude, so `run`'s carry can take it) for bench/gpu-device-run.sh.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../bin/env.sh
+source "$repo/bin/env.sh"
+cargo build --release --locked --bins --manifest-path "$repo/Cargo.toml"
+dest=$repo/gpu-carry
+mkdir -p "$dest"
+grep -qx 'gpu-carry/' "$repo/.git/info/exclude" 2>/dev/null || { mkdir -p "$repo/.git/info"; echo 'gpu-carry/' >>"$repo/.git/info/exclude"; }
+for exe in pipeline pipeline-torch; do
+  xz -T0 -6 -c "$CARGO_TARGET_DIR/release/$exe" >"$dest/$exe.xz"
+done
+(cd "$repo" && git rev-parse HEAD && git status --short | head -20) >"$dest/COMMIT"
+ls -l "$dest"
