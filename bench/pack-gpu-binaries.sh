@@ -8,7 +8,9 @@ source "$repo/bin/env.sh"
 cargo build --release --locked --bins --manifest-path "$repo/Cargo.toml"
 dest=$repo/gpu-carry
 mkdir -p "$dest"
-grep -qx 'gpu-carry/' "$repo/.git/info/exclude" 2>/dev/null || { mkdir -p "$repo/.git/info"; echo 'gpu-carry/' >>"$repo/.git/info/exclude"; }
+exclude=$(git -C "$repo" rev-parse --git-path info/exclude) # a worktree's .git is a file
+case $exclude in /*) ;; *) exclude=$repo/$exclude ;; esac
+grep -qx 'gpu-carry/' "$exclude" 2>/dev/null || { mkdir -p "$(dirname "$exclude")"; echo 'gpu-carry/' >>"$exclude"; }
 for exe in pipeline pipeline-torch; do
   xz -T0 -6 -c "$CARGO_TARGET_DIR/release/$exe" >"$dest/$exe.xz"
 done
