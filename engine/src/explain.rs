@@ -52,6 +52,10 @@ pub enum Reason {
         old: Option<String>,
         new: Option<String>,
     },
+    /// The kind started (or stopped) showing names in its output, so they enter its key now.
+    NamesInKey {
+        now: bool,
+    },
     /// The last run's record cannot be read (truncated, edited, from another version).
     RecordUnreadable {
         message: String,
@@ -81,6 +85,10 @@ impl fmt::Display for Reason {
                 let show = |v: &Option<String>| v.as_ref().map(|v| format!("`{v}`")).unwrap_or_else(|| "(none)".into());
                 write!(f, "{what} name changed {} → {} (it is shown in the output)", show(old), show(new))
             }
+            Reason::NamesInKey { now: true } => {
+                write!(f, "its output shows stage and experiment names, which now enter its key")
+            }
+            Reason::NamesInKey { now: false } => write!(f, "names no longer enter its key"),
             Reason::RecordUnreadable { message } => write!(f, "the last run's record is unreadable ({message})"),
             Reason::KeyChanged => write!(f, "key changed (engine key encoding)"),
         }
@@ -111,7 +119,9 @@ pub fn diff(old: &KeyInputs, new: &KeyInputs) -> Vec<Reason> {
         out.push(Reason::VersionChanged { old: old.version, new: new.version });
     }
     diff_values("", Some(&old.params), Some(&new.params), &mut out);
-    if old.names != new.names {
+    if old.names.is_some() != new.names.is_some() {
+        out.push(Reason::NamesInKey { now: new.names.is_some() });
+    } else if old.names != new.names {
         let field = |n: &Option<crate::key::OutputNames>, f: fn(&crate::key::OutputNames) -> &String| {
             n.as_ref().map(|n| f(n).clone())
         };
@@ -218,6 +228,9 @@ mod tests {
         let new = KeyInputs { names: names("summary"), ..old.clone() };
         let shown: Vec<String> = diff(&old, &new).iter().map(|r| r.to_string()).collect();
         assert_eq!(shown, ["stage name changed `report` → `summary` (it is shown in the output)"]);
+        let before = KeyInputs { names: None, ..old.clone() };
+        let shown: Vec<String> = diff(&before, &old).iter().map(|r| r.to_string()).collect();
+        assert_eq!(shown, ["its output shows stage and experiment names, which now enter its key"]);
     }
 
     #[test]

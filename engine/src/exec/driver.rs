@@ -70,7 +70,6 @@ pub fn execute(
     let wants_gpu = schedule.to_run().any(|i| plan.jobs[i].stage.resources.gpus > 0);
     let gpus = if wants_gpu { opts.gpus.unwrap_or_else(detect_gpus) } else { 0 };
     let caps = Capabilities { limits_slots: backend.limits_slots(), queues_dependants: backend.queues_dependants() };
-    let mut scheduler = Scheduler::new(plan, schedule, opts.jobs, gpus, caps);
     let to_run: Vec<usize> = schedule.to_run().collect();
     let mut executables: Vec<PathBuf> =
         to_run.iter().filter_map(|&i| local::worker_exe(plan.jobs[i].stage.worker).ok()).collect();
@@ -78,85 +77,31 @@ pub fn execute(
     executables.dedup();
     backend.prepare(&to_run, &executables);
 
-    let mut outcomes: Vec<Option<JobOutcome>> = (0..n)
-        .map(|i| (!schedule.runs(i)).then_some(JobOutcome { status: Status::Cached, seconds: 0.0, message: None }))
-        .collect();
-    let mut running: Vec<Option<Running>> = (0..n).map(|_| None).collect();
-    let mut interrupted = false;
-    let mut stopping = false;
-
+    let mut d = Driver {
+        plan,
+        store,
+        schedule,
+        backend,
+        display,
+        fail_fast: opts.fail_fast,
+        scheduler: Scheduler::new(plan, schedule, opts.jobs, gpus, caps),
+        outcomes: (0..n)
+            .map(|i| (!schedule.runs(i)).then_some(JobOutcome { status: Status::Cached, seconds: 0.0, message: None }))
+            .collect(),
+        running: (0..n).map(|_| None).collect(),
+        interrupted: false,
+        tx,
+    };
     loop {
-        while let Some(next) = scheduler.next_step() {
-            match next {
-                Next::Skip(i) => {
-                    outcomes[i] = Some(JobOutcome {
-                        status: Status::Skipped,
-                        seconds: 0.0,
-                        message: Some("an upstream stage failed".into()),
-                    });
-                }
-                Next::Start(start) => {
-                    let i = start.job;
-                    let lbl = label(plan, &plan.jobs[i].stage.variant, &plan.jobs[i].stage.name);
-                    match launch(plan, store, schedule, backend, &start, &tx) {
-                        Ok(()) => {
-                            let bar = display.stage_bar(&lbl);
-                            bar.message("starting");
-                            running[i] = Some(Running { bar, start: Instant::now(), cached_by_other: false });
-                        }
-                        Err(message) => {
-                            display.error(&format!("  failed    {lbl}: {message}"));
-                            scheduler.finish(i, Status::Failed);
-                            outcomes[i] =
-                                Some(JobOutcome { status: Status::Failed, seconds: 0.0, message: Some(message) });
-                            if opts.fail_fast {
-                                stopping = true;
-                                scheduler.stop();
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if !scheduler.any_running() {
+        d.start_ready();
+        if !d.scheduler.any_running() {
             break;
         }
         let Ok(event) = rx.recv() else { break };
         match event {
-            ExecEvent::Interrupt => {
-                if interrupted {
-                    display.line("interrupted again: killing running stages");
-                    backend.cancel(true);
-                    continue;
-                }
-                interrupted = true;
-                stopping = true;
-                scheduler.stop();
-                let left = backend.interrupt();
-                if left.left_running.is_empty() {
-                    display.line("interrupted: stopping running stages (nothing half-done is published)…");
-                } else {
-                    display.line("interrupted: leaving the launched stages running");
-                }
-                for (idx, message) in left.left_running {
-                    let Some(r) = running[idx].take() else { continue };
-                    r.bar.finish();
-                    backend.finished(idx);
-                    scheduler.finish(idx, Status::Running);
-                    let s = &plan.jobs[idx].stage;
-                    display.line(&format!("  running   {:<30} {message}", label(plan, &s.variant, &s.name)));
-                    outcomes[idx] = Some(JobOutcome {
-                        status: Status::Running,
-                        seconds: r.start.elapsed().as_secs_f64(),
-                        message: Some(message),
-                    });
-                }
-                if let Some(note) = left.note {
-                    display.line(&note);
-                }
-            }
+            ExecEvent::Interrupt => d.interrupt(),
             ExecEvent::Worker { idx, event } => {
-                if let Some(r) = running[idx].as_mut() {
+                if let Some(r) = d.running[idx].as_mut() {
                     match event {
                         WorkerEvent::Progress { pos, len, message } => r.bar.update(pos, len, &message),
                         WorkerEvent::Waiting { message } => r.bar.message(&message),
@@ -166,35 +111,16 @@ pub fn execute(
                 }
             }
             ExecEvent::Note { idx, verb, detail } => {
-                let s = &plan.jobs[idx].stage;
-                display.line(&format!("  {verb:<9} {:<30} {detail}", label(plan, &s.variant, &s.name)));
+                display.line(&format!("  {verb:<9} {:<30} {detail}", d.label(idx)));
             }
-            ExecEvent::Failed { idx, message } => {
-                let Some(r) = running[idx].take() else { continue };
-                let o = end(plan, store, &mut scheduler, backend, display, idx, r, Some(message), None, interrupted);
-                outcomes[idx] = Some(o);
-                if opts.fail_fast && !stopping {
-                    stopping = true;
-                    scheduler.stop();
-                    backend.cancel(false);
-                }
-            }
-            ExecEvent::Exited { idx, code } => {
-                let Some(r) = running[idx].take() else { continue };
-                let o = end(plan, store, &mut scheduler, backend, display, idx, r, None, code, interrupted);
-                let failed = o.status == Status::Failed;
-                outcomes[idx] = Some(o);
-                if failed && opts.fail_fast && !stopping {
-                    stopping = true;
-                    scheduler.stop();
-                    display.line("--fail-fast: stopping the other running stages");
-                    backend.cancel(false);
-                }
-            }
+            ExecEvent::Failed { idx, message } => d.ended(idx, Some(message), None),
+            ExecEvent::Exited { idx, code } => d.ended(idx, None, code),
         }
     }
 
-    let outcomes: Vec<JobOutcome> = outcomes
+    let interrupted = d.interrupted;
+    let outcomes: Vec<JobOutcome> = d
+        .outcomes
         .into_iter()
         .map(|o| {
             o.unwrap_or_else(|| JobOutcome {
@@ -206,6 +132,172 @@ pub fn execute(
         .collect();
     record_runs(plan, store, &outcomes, display);
     RunReport { outcomes, interrupted }
+}
+
+/// The state of one [`execute`].
+struct Driver<'a> {
+    plan: &'a Plan,
+    store: &'a Store,
+    schedule: &'a Schedule,
+    backend: &'a mut dyn Backend,
+    display: &'a RunDisplay,
+    fail_fast: bool,
+    scheduler: Scheduler<'a>,
+    outcomes: Vec<Option<JobOutcome>>,
+    running: Vec<Option<Running>>,
+    interrupted: bool,
+    tx: Sender<ExecEvent>,
+}
+
+impl Driver<'_> {
+    fn label(&self, idx: usize) -> String {
+        let s = &self.plan.jobs[idx].stage;
+        label(self.plan, &s.variant, &s.name)
+    }
+
+    /// Starts (or skips) everything the scheduler lets start now.
+    fn start_ready(&mut self) {
+        while let Some(next) = self.scheduler.next_step() {
+            match next {
+                Next::Skip(i) => {
+                    self.outcomes[i] = Some(JobOutcome {
+                        status: Status::Skipped,
+                        seconds: 0.0,
+                        message: Some("an upstream stage failed".into()),
+                    });
+                }
+                Next::Start(start) => {
+                    let i = start.job;
+                    let lbl = self.label(i);
+                    match launch(self.plan, self.store, self.schedule, self.backend, &start, &self.tx) {
+                        Ok(()) => {
+                            let bar = self.display.stage_bar(&lbl);
+                            bar.message("starting");
+                            self.running[i] = Some(Running { bar, start: Instant::now(), cached_by_other: false });
+                        }
+                        Err(message) => {
+                            self.display.error(&format!("  failed    {lbl}: {message}"));
+                            self.scheduler.finish(i, Status::Failed);
+                            self.outcomes[i] =
+                                Some(JobOutcome { status: Status::Failed, seconds: 0.0, message: Some(message) });
+                            if self.fail_fast {
+                                self.scheduler.stop();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ctrl-C (or SIGTERM/SIGHUP): the first stops the run cleanly, the second kills.
+    fn interrupt(&mut self) {
+        if self.interrupted {
+            self.display.line("interrupted again: killing running stages");
+            self.backend.cancel(true);
+            return;
+        }
+        self.interrupted = true;
+        self.scheduler.stop();
+        let left = self.backend.interrupt();
+        if left.left_running.is_empty() {
+            self.display.line("interrupted: stopping running stages (nothing half-done is published)…");
+        } else {
+            self.display.line("interrupted: leaving the launched stages running");
+        }
+        for (idx, message) in left.left_running {
+            let Some(r) = self.running[idx].take() else { continue };
+            r.bar.finish();
+            self.backend.finished(idx);
+            self.scheduler.finish(idx, Status::Running);
+            self.display.line(&format!("  running   {:<30} {message}", self.label(idx)));
+            self.outcomes[idx] = Some(JobOutcome {
+                status: Status::Running,
+                seconds: r.start.elapsed().as_secs_f64(),
+                message: Some(message),
+            });
+        }
+        if let Some(note) = left.note {
+            self.display.line(&note);
+        }
+    }
+
+    /// A launched job ended (`message`: the back-end's reason when it knows one); with
+    /// `--fail-fast`, a failure stops everything else.
+    fn ended(&mut self, idx: usize, message: Option<String>, code: Option<i32>) {
+        let Some(r) = self.running[idx].take() else { return };
+        let backend_failed = message.is_some();
+        let o = self.end(idx, r, message, code);
+        let failed = o.status == Status::Failed || (backend_failed && o.status != Status::Skipped);
+        self.outcomes[idx] = Some(o);
+        if failed && self.fail_fast && !self.scheduler.stopped() {
+            self.scheduler.stop();
+            self.display.line("--fail-fast: stopping the other running stages");
+            self.backend.cancel(false);
+        }
+    }
+
+    /// Frees a job's slots, decides its status, and says so.
+    fn end(&mut self, idx: usize, r: Running, message: Option<String>, code: Option<i32>) -> JobOutcome {
+        let (plan, store, display) = (self.plan, self.store, self.display);
+        let secs = r.start.elapsed().as_secs_f64();
+        self.backend.finished(idx);
+        let job = &plan.jobs[idx];
+        let lbl = self.label(idx);
+        let ending = Ending {
+            code,
+            backend_failed: message.is_some(),
+            published: store.has(&job.key),
+            cached_by_other: r.cached_by_other,
+            interrupted: self.interrupted,
+        };
+        let status = self.scheduler.status_of_ending(idx, ending);
+        self.scheduler.finish(idx, status);
+        r.bar.finish();
+        let key = job.key.short();
+        let outcome = match status {
+            Status::Ran | Status::Cached => {
+                // On a cluster the time since launch includes the queue: show the stage's own time.
+                let secs = if self.backend.limits_slots() {
+                    secs
+                } else {
+                    store.record(&job.key).ok().flatten().map(|r| r.seconds).unwrap_or(secs)
+                };
+                JobOutcome { status, seconds: secs, message: None }
+            }
+            Status::Skipped => JobOutcome { status, seconds: secs, message: Some("an upstream stage failed".into()) },
+            Status::Cancelled => JobOutcome { status, seconds: secs, message: Some("interrupted".into()) },
+            _ => {
+                let why = message.unwrap_or_else(|| match code {
+                    Some(0) => "the worker exited without publishing its output".into(),
+                    Some(c) if c > 128 => format!("the worker was killed by signal {}", c - 128),
+                    Some(c) => format!("exit code {c}"),
+                    None => "the worker ended abnormally".into(),
+                });
+                let log = store.log_path(&job.key);
+                JobOutcome { status, seconds: secs, message: Some(format!("{why}\n{}", log_tail(&log, 12))) }
+            }
+        };
+        match outcome.status {
+            Status::Ran => display.line(&format!("  ran       {lbl:<30} {:>9}  {key}", seconds(outcome.seconds))),
+            Status::Cached => {
+                display.line(&format!("  cached    {lbl:<30} {:>9}  {key} (computed by another run)", ""))
+            }
+            Status::Cancelled => display.line(&format!("  cancelled {lbl}")),
+            Status::Skipped => {
+                display.line(&format!("  skipped   {lbl:<30} {:>9}  {key} (an upstream stage failed)", ""))
+            }
+            _ => {
+                display.error(&format!("  failed    {lbl:<30} {:>9}  {key}", seconds(secs)));
+                if let Some(m) = &outcome.message {
+                    for l in m.lines() {
+                        display.error(&format!("      │ {l}"));
+                    }
+                }
+            }
+        }
+        outcome
+    }
 }
 
 /// Writes the job file of a job to start and hands it to the back-end.
@@ -272,71 +364,6 @@ pub fn job_file(plan: &Plan, job: &Job, store: &Store, threads: usize, devices: 
         force,
         log: Some(store.log_path(&job.key)),
     }
-}
-
-/// A launched job ended: frees its slots, decides its status, and says so.
-#[allow(clippy::too_many_arguments)]
-fn end(
-    plan: &Plan,
-    store: &Store,
-    scheduler: &mut Scheduler,
-    backend: &mut dyn Backend,
-    display: &RunDisplay,
-    idx: usize,
-    r: Running,
-    message: Option<String>,
-    code: Option<i32>,
-    interrupted: bool,
-) -> JobOutcome {
-    let secs = r.start.elapsed().as_secs_f64();
-    backend.finished(idx);
-    let job = &plan.jobs[idx];
-    let lbl = label(plan, &job.stage.variant, &job.stage.name);
-    let published = store.has(&job.key);
-    let ending =
-        Ending { code, backend_failed: message.is_some(), published, cached_by_other: r.cached_by_other, interrupted };
-    let status = scheduler.status_of_ending(idx, ending);
-    scheduler.finish(idx, status);
-    r.bar.finish();
-    let key = job.key.short();
-    let outcome = match status {
-        Status::Ran | Status::Cached => {
-            // On a cluster the time since launch includes the queue: show the stage's own time.
-            let secs = if backend.limits_slots() {
-                secs
-            } else {
-                store.record(&job.key).ok().flatten().map(|r| r.seconds).unwrap_or(secs)
-            };
-            JobOutcome { status, seconds: secs, message: None }
-        }
-        Status::Skipped => JobOutcome { status, seconds: secs, message: Some("an upstream stage failed".into()) },
-        Status::Cancelled => JobOutcome { status, seconds: secs, message: Some("interrupted".into()) },
-        _ => {
-            let why = message.unwrap_or_else(|| match code {
-                Some(0) => "the worker exited without publishing its output".into(),
-                Some(c) if c > 128 => format!("the worker was killed by signal {}", c - 128),
-                Some(c) => format!("exit code {c}"),
-                None => "the worker ended abnormally".into(),
-            });
-            let log = store.log_path(&job.key);
-            JobOutcome { status, seconds: secs, message: Some(format!("{why}\n{}", log_tail(&log, 12))) }
-        }
-    };
-    match outcome.status {
-        Status::Ran => display.line(&format!("  ran       {lbl:<30} {:>9}  {key}", seconds(outcome.seconds))),
-        Status::Cached => display.line(&format!("  cached    {lbl:<30} {:>9}  {key} (computed by another run)", "")),
-        Status::Cancelled => display.line(&format!("  cancelled {lbl}")),
-        Status::Skipped => display.line(&format!("  skipped   {lbl:<30} {:>9}  {key} (an upstream stage failed)", "")),
-        _ => {
-            display.error(&format!("  failed    {lbl:<30} {:>9}  {key}", seconds(secs)));
-            if let Some(m) = &outcome.message {
-                for l in m.lines() {
-                    display.error(&format!("      │ {l}"));
-                }
-            }
-        }
-    }
-    outcome
 }
 
 /// Remembers what each named stage resolved to, for `status`, `explain` and `gc` (attempts

@@ -258,6 +258,10 @@ impl<'p> Scheduler<'p> {
         self.stopped = true;
     }
 
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
     pub fn is_running(&self, job: usize) -> bool {
         matches!(self.states[job], State::Running { .. })
     }
