@@ -9,6 +9,7 @@
 //! runs/<exp>/<variant>/<stage>.json   the last key of each named stage (for status/explain)
 //! jobs/<key>.json          job files handed to workers (local processes or Slurm jobs)
 //! memo/files.json          digests of external files by (device, inode, size, mtime)
+//! memo/stages/<kind>/      facts a stage kind memoises by content (e.g. "this image decodes")
 //! ```
 //!
 //! Publication is atomic: a stage writes into `tmp/`, every file and directory is fsynced, the
@@ -129,6 +130,12 @@ impl Store {
 
     pub fn memo_path(&self) -> PathBuf {
         self.root.join("memo").join("files.json")
+    }
+
+    /// The directory where stages of `kind` keep facts memoised by content digest (see
+    /// [`crate::StageContext::memo_dir`]).
+    pub fn stage_memo_dir(&self, kind: &str) -> PathBuf {
+        self.root.join("memo").join("stages").join(kind)
     }
 
     fn lock_file(&self, key: &StageKey) -> Result<File, StoreError> {
