@@ -92,7 +92,9 @@ image=$work/train/001.tiff
 # training: batch 16, 512 px, 20 timed steps after 3 warm-up steps
 for p in fp32 bf16; do
   step "train-ours-$p" 90 "$bin/pipeline" bench train --backbone resnet18 --batch 16 --size 512 --steps 20 \
-    --warmup 3 --precision "$p" --device cuda --json
+    --warmup 3 --precision "$p" --device cuda --breakdown --json
+  step "train-ours-$p-no-autotune" 90 "$bin/pipeline" bench train --backbone resnet18 --batch 16 --size 512 --steps 20 \
+    --warmup 3 --precision "$p" --device cuda --no-cudnn-benchmark --json
   step "train-ours-$p-loader" 90 "$bin/pipeline" bench train --backbone resnet18 --batch 16 --size 512 --steps 20 \
     --warmup 3 --precision "$p" --device cuda --dataset "$work/train" --loader-threads "$workers" --json
   [ "$p" = bf16 ] && step "train-ours-$p-loader4" 90 "$bin/pipeline" bench train --backbone resnet18 --batch 16 \
@@ -100,12 +102,16 @@ for p in fp32 bf16; do
   flag=()
   [ "$p" = bf16 ] && flag=(--bf16)
   step "train-torchvision-$p" 120 "$py" "$repo/stages/model/parity/bench_torchvision.py" --batch 16 --size 512 \
-    --steps 20 --warmup 3 --device cuda "${flag[@]}"
+    --steps 20 --warmup 3 --device cuda --profile 5 "${flag[@]}"
 done
 
 # whole-image inference: 7215 × 5412, 192 tiles, batch 8, median of 3 images
 for p in fp32 bf16; do
   step "infer-ours-$p" 90 "$bin/pipeline" bench infer --image "$image" --precision "$p" --device cuda --repeats 3 --json
+  step "infer-ours-$p-no-autotune" 90 "$bin/pipeline" bench infer --image "$image" --precision "$p" --device cuda \
+    --repeats 3 --no-cudnn-benchmark --json
+  step "infer-ours-$p-batch32" 90 "$bin/pipeline" bench infer --image "$image" --precision "$p" --device cuda \
+    --repeats 3 --batch-size 32 --json
   step "infer-torchvision-$p" 120 "$py" "$repo/stages/torch/bench/torchvision_infer.py" --image "$image" \
     --precision "$p" --device cuda --workers "$workers" --repeats 3
 done
@@ -113,12 +119,13 @@ done
 # the quickstart end to end with device = "cuda" (train and tile_infer on the GPU)
 sed 's/^device = .*/device = "cuda"/' "$repo/experiments/quickstart.toml" >"$work/quickstart-cuda.toml"
 step quickstart-cuda 150 "$bin/pipeline" run "$work/quickstart-cuda.toml" --cache-dir "$work/cache"
+step quickstart-cuda-rerun 30 "$bin/pipeline" run "$work/quickstart-cuda.toml" --cache-dir "$work/cache"
 mkdir -p "$out/quickstart-cuda"
 find "$work/cache" -path '*/out/*' \( -name 'report.md' -o -name 'metrics.parquet' -o -name '*.log' \) \
   -exec sh -c 'cp "$1" "$2/$(basename "$(dirname "$(dirname "$1")")" | cut -c1-12)-$(basename "$1")"' _ {} "$out/quickstart-cuda" \; 2>/dev/null
 
 # where the time goes: one Nsight Systems profile of our bf16 training step and of inference
-nsys=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+nsys=$(command -v nsys || timeout 20 find /usr /opt -name nsys -type f -perm -u+x 2>/dev/null | head -1)
 if [ -n "$nsys" ]; then
   step nsys-train-bf16 90 "$nsys" profile -t cuda,osrt -o "$work/train-bf16" --force-overwrite true \
     "$bin/pipeline" bench train --backbone resnet18 --batch 16 --size 512 --steps 10 --warmup 3 --precision bf16 --device cuda --json
@@ -151,12 +158,16 @@ for p in ("fp32", "bf16"):
     ratio = f"{ours / tv:.2f}x" if ours and tv else "n/a"
     ratio_l = f"{loader / tv:.2f}x" if loader and tv else "n/a"
     print(f"  {p}: ours {ours} (real loader {loader}, waiting {wait}, GPU util {util} %), torchvision {tv}; ratio {ratio} (loader {ratio_l})")
+    print(f"      without the cuDNN autotuner {get(f'train-ours-{p}-no-autotune', 'img_per_s')}; phases (ms) {rows.get(f'train-ours-{p}', {}).get('phases_ms')}")
+    if p == "bf16":
+        print(f"      real loader with 4 threads: {get('train-ours-bf16-loader4', 'img_per_s')} img/s, waiting {get('train-ours-bf16-loader4', 'loader_wait_fraction')}")
 print("whole-image inference s/image (7215 x 5412, 192 tiles)")
 for p in ("fp32", "bf16"):
     ours, tv = get(f"infer-ours-{p}", "seconds_per_image"), get(f"infer-torchvision-{p}", "seconds_per_image")
     reader = rows.get(f"infer-torchvision-{p}", {}).get("reader")
     ratio = f"{tv / ours:.2f}x" if ours and tv else "n/a"
     print(f"  {p}: ours {ours}, torchvision ({reader}) {tv}; ours faster by {ratio}")
+    print(f"      decode wait {get(f'infer-ours-{p}', 'decode_wait_fraction')}; without the autotuner {get(f'infer-ours-{p}-no-autotune', 'seconds_per_image')}; batch 32 {get(f'infer-ours-{p}-batch32', 'seconds_per_image')}")
 EOF
 cat "$out/summary.txt" | tee -a "$log"
 rm -rf "$work"

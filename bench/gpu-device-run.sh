@@ -19,6 +19,11 @@ for exe in pipeline pipeline-torch; do
   fi || { echo "cannot unpack $carry/$exe.xz" >&2; exit 1; }
   chmod +x "$bin/$exe"
 done
+if compgen -G "$carry/wheels/*.whl" >/dev/null; then
+  # openslide for the torchvision baseline's tile reader, next to (not into) the system venv
+  "$py" -m pip install -q --no-index --no-deps --target /tmp/gpu-pyextra "$carry"/wheels/*.whl &&
+    export PYTHONPATH=/tmp/gpu-pyextra${PYTHONPATH:+:$PYTHONPATH}
+fi
 (cd "$carry" && sha256sum -c --quiet SHA256SUMS 2>/dev/null) || true
 export OUT=${OUT:-$PWD/gpu-checks-out}
 mkdir -p "$OUT"

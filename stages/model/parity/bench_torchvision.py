@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--head", choices=["plain", "group_norm"], default="plain")
     ap.add_argument("--levels", choices=["p3p7", "p3p5"], default="p3p7")
     ap.add_argument("--loss-only", action="store_true", help="time compute_loss + backward on random head outputs")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="then run N more steps under torch.profiler: top kernels and the share of wall time the GPU was busy")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -110,6 +112,29 @@ def main():
         f"torchvision img/s: {ips:.3f} (batch {a.batch}, size {a.size}, steps {a.steps}, device {a.device}, "
         f"{'bf16 autocast' if a.bf16 else 'fp32'}, threads {torch.get_num_threads()}, {a.levels}, {a.head} head)"
     )
+    if a.profile > 0:
+        profile(step, a.profile, device)
+
+
+def profile(step, n, device):
+    """Where torchvision's step spends its time: the GPU kernels' total time against the wall time."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=acts) as prof:
+        start = time.perf_counter()
+        for _ in range(n):
+            loss = step()
+        loss.item()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(events.table(sort_by=sort, row_limit=15))
+    if device.type == "cuda":
+        busy = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        print(f"torchvision profile: {n} steps in {wall:.3f} s, GPU kernels busy {busy:.3f} s "
+              f"({100 * busy / wall:.0f} % of the wall time), {launches / n:.0f} kernel launches per step")
 
 
 def bench_loss(model, a, targets, device):

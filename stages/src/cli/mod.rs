@@ -195,6 +195,13 @@ pub struct TrainBenchArgs {
     /// A model TOML (the train stage's model keys) instead of the torchvision defaults.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Then time as many steps again phase by phase (input, forward + loss, backward, optimiser),
+    /// each closed by a device sync: where a step's time goes (synthetic tensors only).
+    #[arg(long)]
+    pub breakdown: bool,
+    /// Leave cuDNN's autotuner off (the stages turn it on for CUDA), to measure what it buys.
+    #[arg(long)]
+    pub no_cudnn_benchmark: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -224,6 +231,12 @@ pub struct InferBenchArgs {
     pub precision: String,
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Tile-decoding threads (default: all cores but one on CUDA, half of them on the CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Leave cuDNN's autotuner off (the stages turn it on for CUDA), to measure what it buys.
+    #[arg(long)]
+    pub no_cudnn_benchmark: bool,
     #[arg(long)]
     pub json: bool,
 }

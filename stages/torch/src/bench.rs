@@ -47,27 +47,48 @@ fn sync(device: Device) {
     }
 }
 
-/// Mean GPU utilisation while `f` runs (nvidia-smi sampled every 100 ms), if nvidia-smi exists.
-fn with_gpu_utilisation<T>(device: Device, f: impl FnOnce() -> T) -> (T, Option<f64>) {
-    let Device::Cuda(i) = device else { return (f(), None) };
-    let child = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100", "-i", &i.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let result = f();
-    let Ok(mut child) = child else { return (result, None) };
-    let _ = child.kill();
-    let out = child.wait_with_output().ok();
-    let samples: Vec<f64> = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default();
-    let mean = (!samples.is_empty()).then(|| samples.iter().sum::<f64>() / samples.len() as f64);
-    (result, mean)
+/// GPU utilisation sampled by nvidia-smi every 100 ms from `start` to `finish`: started at the
+/// first timed step, so model construction and warm-up do not dilute the figure.
+struct GpuSampler(Option<std::process::Child>);
+
+impl GpuSampler {
+    fn start(device: Device) -> GpuSampler {
+        let Device::Cuda(i) = device else { return GpuSampler(None) };
+        let child = std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100", "-i", &i.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok();
+        GpuSampler(child)
+    }
+
+    /// Mean utilisation in percent, if nvidia-smi ran and reported anything.
+    fn finish(self) -> Option<f64> {
+        let mut child = self.0?;
+        let _ = child.kill();
+        let out = child.wait_with_output().ok()?;
+        let samples: Vec<f64> =
+            String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+        (!samples.is_empty()).then(|| samples.iter().sum::<f64>() / samples.len() as f64)
+    }
+}
+
+/// Milliseconds per step in each phase of a training step, each phase closed by a device sync
+/// (so the phases add up to more than an unsynchronised step): where the time of a step goes.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+struct PhaseTimes {
+    input_ms: f64,
+    forward_loss_ms: f64,
+    backward_ms: f64,
+    optimizer_ms: f64,
 }
 
 pub fn train(a: &TrainBenchArgs) -> Result<()> {
     let dev = device::resolve(&a.device, &[]).map_err(anyhow::Error::msg)?;
+    if a.no_cudnn_benchmark {
+        tch::Cuda::cudnn_set_benchmark(false);
+    }
     let precision = precision(&a.precision)?;
     let cfg = model_config(a.model.as_deref(), &a.backbone)?;
     tch::manual_seed(0);
@@ -92,7 +113,8 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         let _ = crate::train::train_step(net.as_ref(), opt, &vs, &images, &targets, precision, scaler, 1e-4, None);
         Ok(())
     };
-    let (result, util) = with_gpu_utilisation(dev, || -> Result<()> {
+    let mut sampler = None;
+    let result = (|| -> Result<()> {
         if let Some(dir) = &a.dataset {
             let files = tiff_files(dir)?;
             let images: Vec<LoaderImage> =
@@ -113,6 +135,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
             for step in 0..total {
                 if step == a.warmup {
                     sync(dev);
+                    sampler = Some(GpuSampler::start(dev));
                     timed_start = Some(Instant::now());
                 }
                 let t = Instant::now();
@@ -138,6 +161,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
             for step in 0..total {
                 if step == a.warmup {
                     sync(dev);
+                    sampler = Some(GpuSampler::start(dev));
                     timed_start = Some(Instant::now());
                 }
                 run(&mut opt, &mut scaler, &pixels, &boxes)?;
@@ -145,21 +169,28 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         }
         sync(dev);
         Ok(())
-    });
+    })();
+    let secs = timed_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+    let util = sampler.and_then(GpuSampler::finish);
     result?;
+    let phases = if a.breakdown && a.dataset.is_none() {
+        Some(phase_breakdown(net.as_ref(), &mut opt, &cfg, a, dev, precision)?)
+    } else {
+        None
+    };
     let source = if a.dataset.is_some() {
         format!("real loader ({} threads)", a.loader_threads)
     } else {
         "synthetic tensors".into()
     };
-    let secs = timed_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
     let img_s = (a.steps * a.batch) as f64 / secs;
     let report = serde_json::json!({
         "what": "train", "backbone": format!("{:?}", cfg.backbone).to_lowercase(), "fpn_levels": format!("{:?}", cfg.fpn_levels).to_lowercase(),
         "batch": a.batch, "size": a.size, "precision": a.precision, "device": device::describe(dev),
         "gpu_name": gpu_name(dev), "input": source, "steps": a.steps, "seconds": secs, "img_per_s": img_s,
         "loader_wait_fraction": if a.dataset.is_some() { Some(waited / secs) } else { None },
-        "gpu_utilisation_percent": util,
+        "gpu_utilisation_percent": util, "cudnn_benchmark": dev.is_cuda() && !a.no_cudnn_benchmark,
+        "phases_ms": phases,
     });
     if a.json {
         println!("{report}");
@@ -180,8 +211,58 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
                 .unwrap_or_default(),
             util.map(|u| format!(", GPU utilisation {u:.0} %")).unwrap_or_default()
         );
+        if let Some(p) = phases {
+            println!(
+                "  per step, each phase synchronised: input {:.2} ms, forward + loss {:.2} ms, backward {:.2} ms, optimiser {:.2} ms",
+                p.input_ms, p.forward_loss_ms, p.backward_ms, p.optimizer_ms
+            );
+        }
     }
     Ok(())
+}
+
+/// Times `a.steps` further steps on synthetic tensors phase by phase (see [`PhaseTimes`]).
+fn phase_breakdown(
+    net: &dyn midog_model::Detector,
+    opt: &mut FlatOptimizer,
+    cfg: &RetinaNetConfig,
+    a: &TrainBenchArgs,
+    dev: Device,
+    precision: Precision,
+) -> Result<PhaseTimes> {
+    let size = a.size as i64;
+    let pixels = tch::Tensor::randint(256, [a.batch as i64, size, size, 3], (tch::Kind::Uint8, Device::Cpu));
+    let boxes: Vec<Vec<[f32; 4]>> =
+        (0..a.batch).map(|i| vec![[(40 + 7 * i) as f32, 60.0, (90 + 7 * i) as f32, 110.0]]).collect();
+    let channels_last = dev.is_cuda();
+    let mut total = PhaseTimes::default();
+    let lap = |t: &mut Instant| {
+        sync(dev);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        *t = Instant::now();
+        ms
+    };
+    for _ in 0..a.steps {
+        sync(dev);
+        let mut t = Instant::now();
+        let images = net.normalize(&midog_model::transform::upload(&pixels, dev), channels_last);
+        let targets = crate::train::targets_of(&boxes, cfg.num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
+        total.input_ms += lap(&mut t);
+        opt.zero_grad();
+        let losses = net.losses(&images, &targets, precision, true);
+        total.forward_loss_ms += lap(&mut t);
+        losses.total.backward();
+        total.backward_ms += lap(&mut t);
+        let _ = opt.step(1e-4, None);
+        total.optimizer_ms += lap(&mut t);
+    }
+    let n = a.steps.max(1) as f64;
+    Ok(PhaseTimes {
+        input_ms: total.input_ms / n,
+        forward_loss_ms: total.forward_loss_ms / n,
+        backward_ms: total.backward_ms / n,
+        optimizer_ms: total.optimizer_ms / n,
+    })
 }
 
 fn gpu_name(dev: Device) -> Option<String> {
@@ -213,6 +294,9 @@ pub fn infer(a: &InferBenchArgs) -> Result<()> {
         bail!("--repeats 0: give at least 1");
     }
     let dev = device::resolve(&a.device, &[]).map_err(anyhow::Error::msg)?;
+    if a.no_cudnn_benchmark {
+        tch::Cuda::cudnn_set_benchmark(false);
+    }
     let precision = precision(&a.precision)?;
     let (vs, net) = match &a.checkpoint {
         Some(c) => crate::detect::load_model(c, None, dev)?,
@@ -250,10 +334,15 @@ pub fn infer(a: &InferBenchArgs) -> Result<()> {
         overlap: a.overlap,
         batch_size: a.batch_size,
         min_score: 0.05,
-        threads: if dev.is_cuda() { threads.saturating_sub(1).max(1) } else { (threads / 2).max(1) },
+        threads: a.threads.unwrap_or(if dev.is_cuda() {
+            threads.saturating_sub(1).max(1)
+        } else {
+            (threads / 2).max(1)
+        }),
         channels_last,
     };
     let mut times = Vec::new();
+    let mut waits = Vec::new();
     let mut tiles = 0;
     for r in 0..a.repeats + 1 {
         // A fresh tile cache each time: every image is read from its file, as in a real run.
@@ -261,32 +350,41 @@ pub fn infer(a: &InferBenchArgs) -> Result<()> {
         tiles = stages::tile_grid::TileGrid::new(tiff.width(), tiff.height(), a.tile_size, a.overlap).len();
         sync(dev);
         let t = Instant::now();
-        detector.detect(&tiff, &mut |_| true).map_err(anyhow::Error::msg)?;
+        let (_, waited) = detector.detect_timed(&tiff, &mut |_| true).map_err(anyhow::Error::msg)?;
         sync(dev);
         if r > 0 {
-            times.push(t.elapsed().as_secs_f64());
+            let secs = t.elapsed().as_secs_f64();
+            times.push(secs);
+            waits.push(waited / secs);
         }
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median_of = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let median = median_of(&mut times);
+    let decode_wait = median_of(&mut waits);
     let tiff = TiffImage::open(&path)?;
     let report = serde_json::json!({
         "what": "infer", "width": tiff.width(), "height": tiff.height(), "tiles": tiles, "tile_size": a.tile_size,
         "overlap": a.overlap, "batch": a.batch_size, "precision": a.precision, "device": device::describe(dev),
         "gpu_name": gpu_name(dev), "seconds_per_image": median, "repeats": a.repeats,
+        "decode_threads": detector.threads, "decode_wait_fraction": decode_wait,
+        "cudnn_benchmark": dev.is_cuda() && !a.no_cudnn_benchmark,
     });
     if a.json {
         println!("{report}");
     } else {
         println!(
-            "whole-image inference: {} × {} px, {tiles} tiles of {} px, {} on {}: {:.2} s per image (median of {})",
+            "whole-image inference: {} × {} px, {tiles} tiles of {} px, {} on {}: {:.2} s per image (median of {}), waiting for decoded tiles {:.0} % of the time",
             tiff.width(),
             tiff.height(),
             a.tile_size,
             a.precision,
             device::describe(dev),
             median,
-            a.repeats
+            a.repeats,
+            100.0 * decode_wait
         );
     }
     Ok(())

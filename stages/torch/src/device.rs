@@ -15,7 +15,7 @@ pub fn resolve(request: &str, assigned: &[usize]) -> Result<Device, String> {
         }
         Ok(Device::Cuda(index))
     };
-    match req {
+    let device = match req {
         DeviceRequest::Cpu => Ok(Device::Cpu),
         DeviceRequest::Auto if available => pick(None),
         DeviceRequest::Auto => Ok(Device::Cpu),
@@ -28,7 +28,13 @@ pub fn resolve(request: &str, assigned: &[usize]) -> Result<Device, String> {
                 ""
             }
         )),
+    }?;
+    if device.is_cuda() {
+        // Patches and tiles have one fixed size, so cuDNN's autotuner pays once (the first batch)
+        // and then picks the fastest convolution algorithms instead of its heuristics' guess.
+        tch::Cuda::cudnn_set_benchmark(true);
     }
+    Ok(device)
 }
 
 /// A short description of the device for logs and benchmark reports.

@@ -41,6 +41,16 @@ impl TiledDetector<'_> {
         image: &Arc<TiffImage>,
         on_batch: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<Candidate>, String> {
+        self.detect_timed(image, on_batch).map(|(c, _)| c)
+    }
+
+    /// [`TiledDetector::detect`], also returning the seconds the device side spent waiting for
+    /// decoded tiles (how far decoding, not the model, bounds the run).
+    pub fn detect_timed(
+        &self,
+        image: &Arc<TiffImage>,
+        on_batch: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<(Vec<Candidate>, f64), String> {
         let _guard = tch::no_grad_guard();
         let grid = TileGrid::new(image.width(), image.height(), self.tile, self.overlap);
         let origins: Arc<Vec<(i64, i64)>> = Arc::new(grid.origins().collect());
@@ -48,7 +58,7 @@ impl TiledDetector<'_> {
         let (tx, rx) = crossbeam_channel::bounded::<(usize, Result<TensorBatch, String>)>(self.threads + 1);
         let next = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut out = Vec::new();
+        let mut out = (Vec::new(), 0.0);
         std::thread::scope(|scope| -> Result<(), String> {
             for _ in 0..self.threads.max(1) {
                 let (tx, next, origins, stop) = (tx.clone(), next.clone(), origins.clone(), stop.clone());
@@ -86,8 +96,9 @@ impl TiledDetector<'_> {
         image: &TiffImage,
         stop: &std::sync::atomic::AtomicBool,
         on_batch: &mut dyn FnMut(usize) -> bool,
-    ) -> Result<Vec<Candidate>, String> {
+    ) -> Result<(Vec<Candidate>, f64), String> {
         let mut out = Vec::new();
+        let mut waited = 0.0;
         // Consume in order (a small reorder buffer: workers run at most `threads` ahead).
         let mut pending: std::collections::BTreeMap<usize, Result<TensorBatch, String>> = Default::default();
         let mut want = 0;
@@ -95,7 +106,7 @@ impl TiledDetector<'_> {
         while want < batches {
             let batch = match pending.remove(&want) {
                 Some(b) => b,
-                None => match rx.recv() {
+                None => match timed(&mut waited, || rx.recv()) {
                     Ok((i, b)) => {
                         pending.insert(i, b);
                         continue;
@@ -114,7 +125,7 @@ impl TiledDetector<'_> {
                 return Err("cancelled".into());
             }
         }
-        Ok(out)
+        Ok((out, waited))
     }
 
     fn run_batch(
@@ -150,6 +161,14 @@ impl TiledDetector<'_> {
         }
         found
     }
+}
+
+/// Runs `f`, adding its wall time in seconds to `total`.
+fn timed<T>(total: &mut f64, f: impl FnOnce() -> T) -> T {
+    let t = std::time::Instant::now();
+    let r = f();
+    *total += t.elapsed().as_secs_f64();
+    r
 }
 
 fn read_tiles(image: &TiffImage, tiles: &[(i64, i64)], tile: u32, batch: &mut TensorBatch) -> Result<(), String> {
