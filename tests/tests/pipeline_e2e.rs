@@ -252,6 +252,7 @@ fn a_diverging_loss_stops_with_epoch_step_and_checkpoint() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("the loss became") && err.contains("epoch 1") && err.contains("good checkpoint"), "{err}");
+    assert!(!err.contains("fp32"), "precision = \"fp32\" suggested although fp32 was in use:\n{err}");
 }
 
 #[test]
