@@ -23,8 +23,13 @@ fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
     node
 }
 
-/// The object schemas a node may stand for (looking through Option / anyOf / oneOf / allOf).
+/// The object schemas a node may stand for (looking through Option / anyOf / oneOf / allOf, and
+/// through a `$ref` that sits beside properties of its own, as a tagged enum's variant does:
+/// `{"properties": {"detector": {"const": "centernet"}}, "$ref": "#/$defs/CenterNetConfig"}`).
 fn object_schemas<'a>(root: &'a Value, node: &'a Value, out: &mut Vec<&'a Value>) {
+    if node.get("$ref").is_some() && node.get("properties").is_some() {
+        out.push(node);
+    }
     let node = resolve(root, node);
     if node.get("properties").is_some() || node.get("additionalProperties").is_some() {
         out.push(node);
@@ -131,6 +136,41 @@ mod tests {
         model: Shared,
         extra: Option<Anchors>,
         scanners: BTreeMap<String, Anchors>,
+    }
+
+    #[derive(Deserialize, JsonSchema, Default)]
+    #[allow(dead_code)]
+    struct Retina {
+        anchors: Vec<f64>,
+    }
+    #[derive(Deserialize, JsonSchema, Default)]
+    #[allow(dead_code)]
+    struct Center {
+        sigma: f64,
+    }
+    #[derive(Deserialize, JsonSchema)]
+    #[serde(tag = "detector", rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Family {
+        Retina(Retina),
+        Center(Center),
+    }
+    #[derive(Deserialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Tagged {
+        lr: f64,
+        #[serde(flatten)]
+        model: Family,
+    }
+
+    #[test]
+    fn a_flattened_tagged_enum_knows_its_tag_and_every_variants_keys() {
+        let schema = schemars::schema_for!(Tagged);
+        let check = |text: &str| unknown_key(&toml::from_str(text).unwrap(), schema.as_value());
+        assert!(check("lr = 1\ndetector = \"center\"\nsigma = 1.0").is_none());
+        assert!(check("lr = 1\nanchors = [1.0]").is_none());
+        let e = check("lr = 1\nsigmaa = 1.0").unwrap();
+        assert_eq!(e.help.as_deref(), Some("did you mean `sigma`?"));
     }
 
     fn check(text: &str) -> Option<ParamError> {

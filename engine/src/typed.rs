@@ -30,8 +30,15 @@ pub fn from_table<T: DeserializeOwned + JsonSchema>(raw: &toml::Table) -> Result
     })
 }
 
-/// Turns serde's messages into located, helpful ones.
+/// Turns serde's messages into located, helpful ones. A params type's own deserializer may end
+/// its message with a line `help: …`, which replaces the generic help (a key that belongs to
+/// another variant is better explained than answered with "did you mean").
 fn param_error_from_serde(path: &mut Vec<String>, message: &str) -> ParamError {
+    if let Some((message, help)) = message.split_once("\nhelp: ") {
+        let mut e = param_error_from_serde(path, message);
+        e.help = Some(help.trim().to_string());
+        return e;
+    }
     // serde: "unknown field `lrr`, expected one of `lr`, `epochs`" (or "expected `lr`").
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default().to_string();
@@ -62,4 +69,20 @@ fn param_error_from_serde(path: &mut Vec<String>, message: &str) -> ParamError {
         return ParamError { path: path.clone(), message: format!("`{given}` is not a valid value"), help: Some(help) };
     }
     ParamError { path: path.clone(), message: message.to_string(), help: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deserializers_own_help_line_replaces_the_generic_one() {
+        let mut path = Vec::new();
+        let e = param_error_from_serde(
+            &mut path,
+            "unknown field `fpn_levels`, expected one of `fpn_channels`\nhelp: `fpn_levels` applies to detector = \"retinanet\"",
+        );
+        assert_eq!((e.path, e.message.as_str()), (vec!["fpn_levels".to_string()], "unknown key `fpn_levels`"));
+        assert_eq!(e.help.as_deref(), Some("`fpn_levels` applies to detector = \"retinanet\""));
+    }
 }

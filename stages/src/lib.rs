@@ -1,8 +1,9 @@
 //! The MIDOG mitosis-detection stages and the `pipeline` command.
 //!
 //! Stage kinds: dataset → split → sample → train → tile_infer → nms → score → report. The kinds
-//! that need libtorch (train, tile_infer) are declared here (so planning, keys and `status` work
-//! without loading libtorch) and run by the sibling executable `pipeline-torch`. blob_baseline
+//! that need libtorch (train, tile_infer) are declared here from their definitions in
+//! `torch-stage-defs` (so planning, keys and `status` work without loading libtorch) and run by
+//! the sibling executable `pipeline-torch`. blob_baseline
 //! (split → detections, no training) stands in for train → tile_infer → nms to score a
 //! non-learned detector the same way.
 
@@ -10,21 +11,16 @@ pub mod artifact;
 pub mod baseline;
 pub mod cli;
 pub mod dataset;
-pub mod lr_schedule;
 pub mod nms;
 pub mod report;
 pub mod results;
 pub mod sample;
 pub mod score;
 pub mod split;
-pub mod tile_grid;
-pub mod tile_infer;
-pub mod train;
 
 use engine::Registry;
 
-/// The executable that runs the libtorch stages, next to `pipeline`.
-pub const TORCH_WORKER: &str = "pipeline-torch";
+pub use torch_stage_defs::TORCH_WORKER;
 
 /// Every stage kind, with runners for those this binary runs.
 pub fn registry() -> Registry {
@@ -36,7 +32,7 @@ pub fn registry() -> Registry {
         .register::<baseline::BlobBaselineStage>(baseline::run)
         .register::<score::ScoreStage>(score::run)
         .register::<report::ReportStage>(report::run)
-        .declare::<train::TrainStage>()
-        .declare::<tile_infer::TileInferStage>();
+        .declare::<torch_stage_defs::train::TrainStage>()
+        .declare::<torch_stage_defs::tile_infer::TileInferStage>();
     r
 }

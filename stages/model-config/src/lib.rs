@@ -1,11 +1,13 @@
 //! Model configuration (kept free of libtorch so the `pipeline` front end can type, key and
-//! document the train stage without loading it): every field has a default equal to torchvision's RetinaNet (v1 head) with a
-//! ResNet-18 backbone and one class, so an empty table is a valid config.
+//! document the train stage without loading it): one type per detector family ([`RetinaNetConfig`],
+//! [`CenterNetConfig`]) on a shared [`TrunkConfig`], chosen by [`DetectorConfig`]'s `detector`
+//! tag. Every field has a default (RetinaNet: torchvision's v1 with a ResNet-18 backbone and one
+//! class), so an empty table is a valid config.
 //!
-//! The config is serialised into every checkpoint (safetensors metadata), and the train stage uses it
-//! as its `[stages.train]` model params, flattened into its table. It therefore has no
-//! `deny_unknown_fields` (serde cannot combine it with `flatten`): the engine rejects unknown keys
-//! against the JSON schema derived here.
+//! The config is serialised into every checkpoint (safetensors metadata), and the train stage uses
+//! it as its `[stages.train]` model params, flattened into its table. serde cannot combine
+//! `deny_unknown_fields` with `flatten`: the engine rejects keys no family knows against the JSON
+//! schema derived here, and [`DetectorConfig`]'s deserializer rejects the other family's keys.
 
 use std::path::PathBuf;
 
@@ -30,7 +32,21 @@ pub enum Precision {
     Fp16,
 }
 
-/// Detector family built on the ResNet + FPN trunk.
+impl std::str::FromStr for Precision {
+    type Err = ConfigError;
+
+    /// `"fp32"`, `"bf16"` or `"fp16"`, as in the experiment files (for command-line flags).
+    fn from_str(s: &str) -> Result<Precision, ConfigError> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            "fp16" => Ok(Precision::Fp16),
+            other => Err(ConfigError(format!("precision `{other}`: use fp32, bf16 or fp16"))),
+        }
+    }
+}
+
+/// Detector family built on the ResNet + FPN trunk (the `detector` tag of [`DetectorConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DetectorKind {
@@ -134,18 +150,11 @@ pub enum BoxLossKind {
     Giou,
 }
 
-/// Detector hyper-parameters. Defaults follow torchvision's `retinanet_resnet50_fpn` (v1) except
-/// for the backbone (ResNet-18) and `num_classes` (1: mitotic figure).
-///
-/// `detector = "centernet"` uses the trunk fields (backbone, FPN channels), the head fields
-/// (`head`, `head_channels`, `head_convs`, `head_gn_groups`, `prior_probability`), `num_classes`,
-/// `score_thresh`, `detections_per_img` and the `centernet_*` fields; it always builds P3–P5
-/// (`fpn_levels` is ignored) and has no anchors, matcher or NMS, so those fields do not apply.
+/// What both detector families build on: the ResNet backbone, the FPN, the conv towers of the
+/// heads, the classes, the input normalisation and the inference limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
-pub struct RetinaNetConfig {
-    /// Detector family: "retinanet" or "centernet".
-    pub detector: DetectorKind,
+pub struct TrunkConfig {
     /// Backbone: "resnet18", "resnet34" or "resnet50".
     pub backbone: BackboneKind,
     /// Initial weights: a safetensors file with a torchvision ImageNet ResNet state dict
@@ -162,26 +171,66 @@ pub struct RetinaNetConfig {
     pub backbone_norm: BackboneNorm,
     /// Epsilon of the frozen batch norms (torchvision: 1e-5; its COCO RetinaNet v1 weights need 0.0).
     pub bn_eps: f64,
-    /// FPN pyramid levels: "p3p7" (torchvision) or "p3p5".
-    pub fpn_levels: FpnLevels,
     /// Channels of every FPN level.
     pub fpn_channels: i64,
-    /// Input of P6 for "p3p7": "p5" (v1) or "c5" (v2).
-    pub p6_from: P6Source,
-    /// Head conv tower: "plain" (v1) or "group_norm" (v2); also the CenterNet heads' towers.
+    /// Head conv tower: "plain" (v1) or "group_norm" (v2).
     pub head: HeadKind,
-    /// Channels of the head's conv tower (torchvision: equal to `fpn_channels`); also the CenterNet
-    /// heads' towers.
+    /// Channels of the head's conv tower (torchvision: equal to `fpn_channels`).
     pub head_channels: i64,
-    /// Number of conv layers in each head tower (torchvision: 4); also the CenterNet heads' towers.
+    /// Number of conv layers in each head tower (torchvision: 4).
     pub head_convs: usize,
     /// GroupNorm groups for `head = "group_norm"` (torchvision: 32).
     pub head_gn_groups: i64,
-    /// Prior probability of the classification bias: bias = −log((1 − p) / p) (CenterNet: of the
-    /// heatmap output).
+    /// Prior probability of the classification bias (CenterNet: of the heatmap output):
+    /// bias = −log((1 − p) / p).
     pub prior_probability: f64,
     /// Number of object classes, without background (1: mitotic figure). Labels are 0-based.
     pub num_classes: i64,
+    /// Inference: keep scores strictly above this.
+    pub score_thresh: f64,
+    /// Inference: detections kept per image (RetinaNet: after NMS; CenterNet: the top-K heatmap peaks).
+    pub detections_per_img: i64,
+    /// Per-channel mean of the input normalisation (RGB, on 0–1 values).
+    pub image_mean: [f64; 3],
+    /// Per-channel standard deviation of the input normalisation.
+    pub image_std: [f64; 3],
+}
+
+impl Default for TrunkConfig {
+    fn default() -> Self {
+        TrunkConfig {
+            backbone: BackboneKind::Resnet18,
+            backbone_weights: None,
+            backbone_weights_skip: Vec::new(),
+            trainable_backbone_layers: 3,
+            backbone_norm: BackboneNorm::Frozen,
+            bn_eps: 1e-5,
+            fpn_channels: 256,
+            head: HeadKind::Plain,
+            head_channels: 256,
+            head_convs: 4,
+            head_gn_groups: 32,
+            prior_probability: 0.01,
+            num_classes: 1,
+            score_thresh: 0.05,
+            detections_per_img: 300,
+            image_mean: [0.485, 0.456, 0.406],
+            image_std: [0.229, 0.224, 0.225],
+        }
+    }
+}
+
+/// RetinaNet hyper-parameters. Defaults follow torchvision's `retinanet_resnet50_fpn` (v1) except
+/// for the backbone (ResNet-18) and `num_classes` (1: mitotic figure).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct RetinaNetConfig {
+    #[serde(flatten)]
+    pub trunk: TrunkConfig,
+    /// FPN pyramid levels: "p3p7" (torchvision) or "p3p5".
+    pub fpn_levels: FpnLevels,
+    /// Input of P6 for "p3p7": "p5" (v1) or "c5" (v2).
+    pub p6_from: P6Source,
     /// Anchor base size per pyramid level in pixels; None: 32 · 2^(level − 3), i.e. 32, 64, 128, 256, 512.
     pub anchor_sizes: Option<Vec<f64>>,
     /// Anchor scales applied to every base size; each size is truncated to an integer as torchvision's
@@ -209,51 +258,18 @@ pub struct RetinaNetConfig {
     pub smooth_l1_beta: f64,
     /// ε of the GIoU loss.
     pub giou_eps: f64,
-    /// Inference: keep scores strictly above this (both families).
-    pub score_thresh: f64,
     /// Inference: best candidates kept per pyramid level before NMS.
     pub topk_candidates: i64,
     /// Inference: class-wise NMS IoU threshold (a box is dropped when IoU > this).
     pub nms_thresh: f64,
-    /// Inference: detections kept per image after NMS (CenterNet: the top-K heatmap peaks).
-    pub detections_per_img: i64,
-    /// Per-channel mean of the input normalisation (RGB, on 0–1 values).
-    pub image_mean: [f64; 3],
-    /// Per-channel standard deviation of the input normalisation.
-    pub image_std: [f64; 3],
-    /// CenterNet: Gaussian σ of the heatmap target per box, relative to the box side (TTFNet's α):
-    /// σx = α · w / 6, σy = α · h / 6 in stride-8 cells, at least 1/6 cell. 0.54 ≈ CenterNet's
-    /// radius for a minimum IoU of 0.7 (σ ≈ 4.5 px for a 50 px MIDOG box).
-    pub centernet_sigma: f64,
-    /// CenterNet: α of the penalty-reduced focal loss (exponent on (1 − p) at centres, p elsewhere).
-    pub centernet_focal_alpha: f64,
-    /// CenterNet: β of the penalty-reduced focal loss (negatives weighted by (1 − heatmap)^β).
-    pub centernet_focal_beta: f64,
-    /// CenterNet: weight of the L1 loss on the box size (in stride-8 cells) at the centres.
-    pub centernet_size_weight: f64,
-    /// CenterNet: weight of the L1 loss on the sub-cell centre offset at the centres.
-    pub centernet_offset_weight: f64,
 }
 
 impl Default for RetinaNetConfig {
     fn default() -> Self {
         RetinaNetConfig {
-            detector: DetectorKind::Retinanet,
-            backbone: BackboneKind::Resnet18,
-            backbone_weights: None,
-            backbone_weights_skip: Vec::new(),
-            trainable_backbone_layers: 3,
-            backbone_norm: BackboneNorm::Frozen,
-            bn_eps: 1e-5,
+            trunk: TrunkConfig::default(),
             fpn_levels: FpnLevels::P3p7,
-            fpn_channels: 256,
             p6_from: P6Source::P5,
-            head: HeadKind::Plain,
-            head_channels: 256,
-            head_convs: 4,
-            head_gn_groups: 32,
-            prior_probability: 0.01,
-            num_classes: 1,
             anchor_sizes: None,
             anchor_scales: vec![1.0, 2f64.powf(1.0 / 3.0), 2f64.powf(2.0 / 3.0)],
             anchor_aspect_ratios: vec![0.5, 1.0, 2.0],
@@ -267,12 +283,39 @@ impl Default for RetinaNetConfig {
             box_loss: BoxLossKind::L1,
             smooth_l1_beta: 1.0,
             giou_eps: 1e-7,
-            score_thresh: 0.05,
             topk_candidates: 1000,
             nms_thresh: 0.5,
-            detections_per_img: 300,
-            image_mean: [0.485, 0.456, 0.406],
-            image_std: [0.229, 0.224, 0.225],
+        }
+    }
+}
+
+/// CenterNet-style ("objects as points") hyper-parameters: no anchors; a class heatmap at
+/// stride 8 (FPN P3 with P4 and P5 added in) trained with the penalty-reduced focal loss, plus
+/// box size and sub-cell centre offset regressed at the object centres. It always builds P3–P5
+/// and has no anchors, matcher or NMS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct CenterNetConfig {
+    #[serde(flatten)]
+    pub trunk: TrunkConfig,
+    /// Gaussian σ of the heatmap target per box, relative to the box side (TTFNet's α):
+    /// σx = α · w / 6, σy = α · h / 6 in stride-8 cells, at least 1/6 cell. 0.54 ≈ CenterNet's
+    /// radius for a minimum IoU of 0.7 (σ ≈ 4.5 px for a 50 px MIDOG box).
+    pub centernet_sigma: f64,
+    /// α of the penalty-reduced focal loss (exponent on (1 − p) at centres, p elsewhere).
+    pub centernet_focal_alpha: f64,
+    /// β of the penalty-reduced focal loss (negatives weighted by (1 − heatmap)^β).
+    pub centernet_focal_beta: f64,
+    /// Weight of the L1 loss on the box size (in stride-8 cells) at the centres.
+    pub centernet_size_weight: f64,
+    /// Weight of the L1 loss on the sub-cell centre offset at the centres.
+    pub centernet_offset_weight: f64,
+}
+
+impl Default for CenterNetConfig {
+    fn default() -> Self {
+        CenterNetConfig {
+            trunk: TrunkConfig::default(),
             centernet_sigma: 0.54,
             centernet_focal_alpha: 2.0,
             centernet_focal_beta: 4.0,
@@ -282,36 +325,154 @@ impl Default for RetinaNetConfig {
     }
 }
 
-impl RetinaNetConfig {
-    /// torchvision's `retinanet_resnet50_fpn_v2` layout on the given backbone: P6 from C5, GroupNorm
-    /// head, GIoU box loss.
-    pub fn torchvision_v2(backbone: BackboneKind) -> Self {
-        RetinaNetConfig {
-            backbone,
-            p6_from: P6Source::C5,
-            head: HeadKind::GroupNorm,
-            box_loss: BoxLossKind::Giou,
-            ..Default::default()
+/// A detector: one config type per family, chosen by the `detector` key ("retinanet" when
+/// absent). Serialised flat with that tag, so an experiment's table reads as before, and a
+/// family's key holds its own fields only: a CenterNet is not re-trained because an anchor
+/// default changed, and a key of the other family in a table is an error, not ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(tag = "detector", rename_all = "lowercase")]
+pub enum DetectorConfig {
+    /// RetinaNet: anchors, focal loss, box regression (torchvision-compatible).
+    RetinaNet(RetinaNetConfig),
+    /// CenterNet-style: class heatmap at stride 8, size and offset regression, no anchors.
+    CenterNet(CenterNetConfig),
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig::RetinaNet(RetinaNetConfig::default())
+    }
+}
+
+impl From<RetinaNetConfig> for DetectorConfig {
+    fn from(c: RetinaNetConfig) -> Self {
+        DetectorConfig::RetinaNet(c)
+    }
+}
+
+impl From<CenterNetConfig> for DetectorConfig {
+    fn from(c: CenterNetConfig) -> Self {
+        DetectorConfig::CenterNet(c)
+    }
+}
+
+/// The keys of a family's table (the schema's properties: its own and the trunk's).
+fn family_keys(kind: DetectorKind) -> &'static [String] {
+    use std::sync::OnceLock;
+    fn keys<T: JsonSchema>() -> Vec<String> {
+        let schema = schemars::schema_for!(T);
+        let props = schema.as_value().get("properties").and_then(|p| p.as_object());
+        props.map(|p| p.keys().cloned().collect()).unwrap_or_default()
+    }
+    static RETINANET: OnceLock<Vec<String>> = OnceLock::new();
+    static CENTERNET: OnceLock<Vec<String>> = OnceLock::new();
+    match kind {
+        DetectorKind::Retinanet => RETINANET.get_or_init(keys::<RetinaNetConfig>),
+        DetectorKind::Centernet => CENTERNET.get_or_init(keys::<CenterNetConfig>),
+    }
+}
+
+impl DetectorConfig {
+    pub fn kind(&self) -> DetectorKind {
+        match self {
+            DetectorConfig::RetinaNet(_) => DetectorKind::Retinanet,
+            DetectorConfig::CenterNet(_) => DetectorKind::Centernet,
         }
     }
 
-    /// Anchor base size per level (explicit or the torchvision default).
-    pub fn level_anchor_sizes(&self) -> Vec<f64> {
-        match &self.anchor_sizes {
-            Some(s) => s.clone(),
-            None => (0..self.fpn_levels.count()).map(|l| 32.0 * f64::powi(2.0, l as i32)).collect(),
+    pub fn trunk(&self) -> &TrunkConfig {
+        match self {
+            DetectorConfig::RetinaNet(c) => &c.trunk,
+            DetectorConfig::CenterNet(c) => &c.trunk,
         }
     }
 
-    /// Anchors per feature-map location.
-    pub fn anchors_per_location(&self) -> i64 {
-        (self.anchor_scales.len() * self.anchor_aspect_ratios.len()) as i64
+    pub fn trunk_mut(&mut self) -> &mut TrunkConfig {
+        match self {
+            DetectorConfig::RetinaNet(c) => &mut c.trunk,
+            DetectorConfig::CenterNet(c) => &mut c.trunk,
+        }
     }
 
-    /// Checks ranges and consistency; every model constructor calls this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            DetectorConfig::RetinaNet(c) => c.validate(),
+            DetectorConfig::CenterNet(c) => c.validate(),
+        }
+    }
+
+    /// The config of a checkpoint's metadata (JSON). Checkpoints written before the families had
+    /// their own types carry every field of both; the other family's are dropped here.
+    pub fn from_checkpoint_json(json: &str) -> Result<DetectorConfig, ConfigError> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(json).map_err(|e| ConfigError(e.to_string()))?;
+        let kind = tag_of(&map).map_err(ConfigError)?;
+        let keys = family_keys(kind);
+        let map = map.into_iter().filter(|(k, _)| k == "detector" || keys.contains(k)).collect();
+        from_map(map).map_err(ConfigError)
+    }
+}
+
+fn tag_of(map: &serde_json::Map<String, serde_json::Value>) -> Result<DetectorKind, String> {
+    match map.get("detector") {
+        None => Ok(DetectorKind::Retinanet),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| e.to_string()),
+    }
+}
+
+/// A flat table (with or without `detector`) as a family's config; any key of another family
+/// or of none is an error in serde's "unknown field" form, so callers can point at it.
+fn from_map(mut map: serde_json::Map<String, serde_json::Value>) -> Result<DetectorConfig, String> {
+    let kind = tag_of(&map)?;
+    map.remove("detector");
+    let keys = family_keys(kind);
+    if let Some(k) = map.keys().find(|k| !keys.contains(k)) {
+        let expected: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        let mut message = format!("unknown field `{k}`, expected one of {}", expected.join(", "));
+        let name = |kind: DetectorKind| if kind == DetectorKind::Retinanet { "retinanet" } else { "centernet" };
+        let other = if kind == DetectorKind::Retinanet { DetectorKind::Centernet } else { DetectorKind::Retinanet };
+        if family_keys(other).contains(k) {
+            message.push_str(&format!(
+                "\nhelp: `{k}` applies to detector = \"{}\", not to \"{}\"",
+                name(other),
+                name(kind)
+            ));
+        }
+        return Err(message);
+    }
+    /// The table as `T`; a value of the wrong type is named by its key (serde's paths stop at a
+    /// flattened struct, so the key is found by reading each alone).
+    fn typed<T: serde::de::DeserializeOwned>(map: serde_json::Map<String, serde_json::Value>) -> Result<T, String> {
+        serde_json::from_value(serde_json::Value::Object(map.clone())).map_err(|e| {
+            let alone = |k: &String, v: &serde_json::Value| {
+                let one = serde_json::Map::from_iter([(k.clone(), v.clone())]);
+                serde_json::from_value::<T>(serde_json::Value::Object(one)).err()
+            };
+            match map.iter().find_map(|(k, v)| alone(k, v).map(|e| (k, e))) {
+                Some((k, e)) => format!("`{k}`: {e}"),
+                None => e.to_string(),
+            }
+        })
+    }
+    Ok(match kind {
+        DetectorKind::Retinanet => DetectorConfig::RetinaNet(typed(map)?),
+        DetectorKind::Centernet => DetectorConfig::CenterNet(typed(map)?),
+    })
+}
+
+impl<'de> Deserialize<'de> for DetectorConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        from_map(map).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TrunkConfig {
+    /// Checks the trunk's ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError(msg));
         let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        let positive = |v: &f64| *v > 0.0 && v.is_finite();
         if self.trainable_backbone_layers > 5 {
             return bad(format!("trainable_backbone_layers must be 0..=5, got {}", self.trainable_backbone_layers));
         }
@@ -338,6 +499,49 @@ impl RetinaNetConfig {
         if self.num_classes < 1 {
             return bad(format!("num_classes must be ≥ 1 (no background column), got {}", self.num_classes));
         }
+        if !(0.0..1.0).contains(&self.score_thresh) {
+            return bad(format!("score_thresh must be in [0, 1), got {}", self.score_thresh));
+        }
+        if self.detections_per_img < 1 {
+            return bad("detections_per_img must be ≥ 1".into());
+        }
+        if !self.image_std.iter().all(positive) {
+            return bad(format!("image_std must be > 0, got {:?}", self.image_std));
+        }
+        Ok(())
+    }
+}
+
+impl RetinaNetConfig {
+    /// torchvision's `retinanet_resnet50_fpn_v2` layout on the given backbone: P6 from C5, GroupNorm
+    /// head, GIoU box loss.
+    pub fn torchvision_v2(backbone: BackboneKind) -> Self {
+        RetinaNetConfig {
+            trunk: TrunkConfig { backbone, head: HeadKind::GroupNorm, ..Default::default() },
+            p6_from: P6Source::C5,
+            box_loss: BoxLossKind::Giou,
+            ..Default::default()
+        }
+    }
+
+    /// Anchor base size per level (explicit or the torchvision default).
+    pub fn level_anchor_sizes(&self) -> Vec<f64> {
+        match &self.anchor_sizes {
+            Some(s) => s.clone(),
+            None => (0..self.fpn_levels.count()).map(|l| 32.0 * f64::powi(2.0, l as i32)).collect(),
+        }
+    }
+
+    /// Anchors per feature-map location.
+    pub fn anchors_per_location(&self) -> i64 {
+        (self.anchor_scales.len() * self.anchor_aspect_ratios.len()) as i64
+    }
+
+    /// Checks ranges and consistency; every model constructor calls this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.trunk.validate()?;
+        let bad = |msg: String| Err(ConfigError(msg));
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
         let sizes = self.level_anchor_sizes();
         if sizes.len() != self.fpn_levels.count() {
             return bad(format!(
@@ -388,20 +592,23 @@ impl RetinaNetConfig {
         if !non_negative(self.smooth_l1_beta) || !non_negative(self.giou_eps) {
             return bad("smooth_l1_beta and giou_eps must be ≥ 0".into());
         }
-        if !(0.0..1.0).contains(&self.score_thresh) {
-            return bad(format!("score_thresh must be in [0, 1), got {}", self.score_thresh));
-        }
-        if self.topk_candidates < 1 || self.detections_per_img < 1 {
-            return bad("topk_candidates and detections_per_img must be ≥ 1".into());
+        if self.topk_candidates < 1 {
+            return bad("topk_candidates must be ≥ 1".into());
         }
         if !(0.0..=1.0).contains(&self.nms_thresh) {
             return bad(format!("nms_thresh must be in [0, 1], got {}", self.nms_thresh));
         }
-        if !self.image_std.iter().all(positive) {
-            return bad(format!("image_std must be > 0, got {:?}", self.image_std));
-        }
-        if !positive(&self.centernet_sigma) {
-            return bad(format!("centernet_sigma must be finite and > 0, got {}", self.centernet_sigma));
+        Ok(())
+    }
+}
+
+impl CenterNetConfig {
+    /// Checks ranges; the CenterNet constructor calls this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.trunk.validate()?;
+        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+        if !(self.centernet_sigma > 0.0 && self.centernet_sigma.is_finite()) {
+            return Err(ConfigError(format!("centernet_sigma must be finite and > 0, got {}", self.centernet_sigma)));
         }
         for (name, v) in [
             ("centernet_focal_alpha", self.centernet_focal_alpha),
@@ -410,7 +617,7 @@ impl RetinaNetConfig {
             ("centernet_offset_weight", self.centernet_offset_weight),
         ] {
             if !non_negative(v) {
-                return bad(format!("{name} must be a finite number ≥ 0, got {v}"));
+                return Err(ConfigError(format!("{name} must be a finite number ≥ 0, got {v}")));
             }
         }
         Ok(())
@@ -423,28 +630,67 @@ mod tests {
 
     #[test]
     fn empty_config_is_torchvision_default() {
-        let cfg: RetinaNetConfig = serde_json::from_str("{}").unwrap();
-        assert_eq!(cfg, RetinaNetConfig::default());
+        let cfg: DetectorConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(cfg, DetectorConfig::default());
         cfg.validate().unwrap();
-        assert_eq!(cfg.level_anchor_sizes(), vec![32.0, 64.0, 128.0, 256.0, 512.0]);
-        assert_eq!(cfg.anchors_per_location(), 9);
+        let DetectorConfig::RetinaNet(r) = cfg else { panic!("not a RetinaNet") };
+        assert_eq!(r.level_anchor_sizes(), vec![32.0, 64.0, 128.0, 256.0, 512.0]);
+        assert_eq!(r.anchors_per_location(), 9);
     }
 
     #[test]
-    fn roundtrip_and_schema() {
-        let cfg = RetinaNetConfig::torchvision_v2(BackboneKind::Resnet50);
-        let s = serde_json::to_string(&cfg).unwrap();
-        assert!(s.contains("\"group_norm\"") && s.contains("\"resnet50\"") && s.contains("\"c5\""));
-        let back: RetinaNetConfig = serde_json::from_str(&s).unwrap();
+    fn roundtrip_flat_with_the_tag_and_schema() {
+        let cfg = DetectorConfig::RetinaNet(RetinaNetConfig::torchvision_v2(BackboneKind::Resnet50));
+        let v = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(v["detector"], "retinanet");
+        assert_eq!(
+            (v["head"].as_str(), v["backbone"].as_str(), v["p6_from"].as_str()),
+            (Some("group_norm"), Some("resnet50"), Some("c5"))
+        );
+        assert!(v.get("centernet_sigma").is_none() && v.get("trunk").is_none(), "flat, own fields only: {v}");
+        let back: DetectorConfig = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, cfg);
         // every key is in the schema (the engine checks unknown keys against it), with its doc
         let schema = serde_json::to_value(schemars::schema_for!(RetinaNetConfig)).unwrap();
         let props = schema["properties"].as_object().unwrap();
-        let keys = serde_json::to_value(&cfg).unwrap();
-        for k in keys.as_object().unwrap().keys() {
+        for k in v.as_object().unwrap().keys().filter(|k| *k != "detector") {
             assert!(props.contains_key(k), "{k} missing from the schema");
         }
         assert!(props["fpn_channels"]["description"].as_str().unwrap().contains("FPN"));
+    }
+
+    #[test]
+    fn each_family_keys_only_its_own_fields_and_rejects_the_others() {
+        let c: DetectorConfig = serde_json::from_str(r#"{"detector": "centernet", "centernet_sigma": 1.0}"#).unwrap();
+        let DetectorConfig::CenterNet(cn) = &c else { panic!("not a CenterNet: {c:?}") };
+        assert_eq!((cn.centernet_sigma, cn.centernet_focal_beta), (1.0, 4.0));
+        let keys = serde_json::to_value(&c).unwrap();
+        assert!(keys.get("anchor_scales").is_none() && keys.get("fpn_levels").is_none(), "{keys}");
+        let e = serde_json::from_str::<DetectorConfig>(r#"{"detector": "centernet", "anchor_sizes": [32.0]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("unknown field `anchor_sizes`") && e.contains("`centernet_sigma`"), "{e}");
+        assert!(e.ends_with("\nhelp: `anchor_sizes` applies to detector = \"retinanet\", not to \"centernet\""), "{e}");
+        let e = serde_json::from_str::<DetectorConfig>(r#"{"centernet_sigma": 1.0}"#).unwrap_err().to_string();
+        assert!(e.starts_with("unknown field `centernet_sigma`"), "a RetinaNet has no centernet_sigma: {e}");
+        let e = serde_json::from_str::<DetectorConfig>(r#"{"fpn_channels": "many"}"#).unwrap_err().to_string();
+        assert!(e.contains("`fpn_channels`"), "{e}");
+        let e = serde_json::from_str::<DetectorConfig>(r#"{"detector": "yolo"}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown variant `yolo`"), "{e}");
+    }
+
+    #[test]
+    fn checkpoints_of_the_flat_config_still_load() {
+        // Written before the families had their own types: every field of both, `detector` optional.
+        let mut old = serde_json::to_value(DetectorConfig::default()).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("detector");
+        obj.insert("centernet_sigma".into(), serde_json::json!(0.54));
+        let back = DetectorConfig::from_checkpoint_json(&old.to_string()).unwrap();
+        assert_eq!(back, DetectorConfig::default());
+        old["detector"] = serde_json::json!("centernet");
+        let back = DetectorConfig::from_checkpoint_json(&old.to_string()).unwrap();
+        assert_eq!(back, DetectorConfig::CenterNet(CenterNetConfig::default()));
     }
 
     #[test]
@@ -454,31 +700,17 @@ mod tests {
         let cfg = RetinaNetConfig { anchor_sizes: Some(vec![32.0, 64.0]), ..cfg };
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("anchor_sizes"), "{e}");
-        let cfg = RetinaNetConfig { head: HeadKind::GroupNorm, head_channels: 100, ..Default::default() };
-        assert!(cfg.validate().unwrap_err().to_string().contains("head_gn_groups"));
+        let trunk = TrunkConfig { head: HeadKind::GroupNorm, head_channels: 100, ..Default::default() };
+        assert!(trunk.validate().unwrap_err().to_string().contains("head_gn_groups"));
         let cfg = RetinaNetConfig { bg_iou_thresh: 0.6, ..Default::default() };
         assert!(cfg.validate().is_err());
-        let cfg = RetinaNetConfig { num_classes: 0, ..Default::default() };
-        assert!(cfg.validate().is_err());
-        let cfg = RetinaNetConfig { centernet_sigma: 0.0, ..Default::default() };
+        let trunk = TrunkConfig { num_classes: 0, ..Default::default() };
+        assert!(DetectorConfig::CenterNet(CenterNetConfig { trunk, ..Default::default() }).validate().is_err());
+        let cfg = CenterNetConfig { centernet_sigma: 0.0, ..Default::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("centernet_sigma"));
-        let cfg = RetinaNetConfig { centernet_size_weight: -1.0, ..Default::default() };
+        let cfg = CenterNetConfig { centernet_size_weight: -1.0, ..Default::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("centernet_size_weight"));
-    }
-
-    #[test]
-    fn centernet_kind_and_older_configs() {
-        let cfg: RetinaNetConfig =
-            serde_json::from_str(r#"{"detector": "centernet", "centernet_sigma": 1.0}"#).unwrap();
-        assert_eq!(cfg.detector, DetectorKind::Centernet);
-        assert_eq!(cfg.centernet_sigma, 1.0);
-        assert_eq!(cfg.centernet_focal_beta, 4.0);
-        cfg.validate().unwrap();
-        // a config written before the CenterNet fields existed (e.g. in an older checkpoint) still loads
-        let mut old = serde_json::to_value(RetinaNetConfig::default()).unwrap();
-        let obj = old.as_object_mut().unwrap();
-        obj.retain(|k, _| !k.starts_with("centernet_") && k != "detector");
-        let back: RetinaNetConfig = serde_json::from_value(old).unwrap();
-        assert_eq!(back, RetinaNetConfig::default());
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert!("fp64".parse::<Precision>().unwrap_err().to_string().contains("fp32, bf16 or fp16"));
     }
 }

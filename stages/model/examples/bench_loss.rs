@@ -23,8 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let net = RetinaNet::new(&vs.root(), &cfg)?;
     let anchors = net.anchors_for(size, size, device);
     let a = anchors.size()[0];
-    let targets = synthetic_targets(batch, size, cfg.num_classes, device)?;
-    let cls = (Tensor::randn([batch, a, cfg.num_classes], (Kind::Float, device)) - 4.0).set_requires_grad(true);
+    let targets = synthetic_targets(batch, size, cfg.trunk.num_classes, device)?;
+    let cls = (Tensor::randn([batch, a, cfg.trunk.num_classes], (Kind::Float, device)) - 4.0).set_requires_grad(true);
     let reg = (Tensor::randn([batch, a, 4], (Kind::Float, device)) * 0.1).set_requires_grad(true);
     let out = midog_model::HeadOutputs { cls_logits: cls, bbox_regression: reg, num_anchors_per_level: vec![] };
     let run = || {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Training throughput of torchvision's RetinaNet, the yardstick for `pipeline bench train`.
 
-Same architecture as `midog_model::bench_train_step` with the default `RetinaNetConfig`: ResNet-18
+Same architecture as `pipeline bench train` with the default model config: ResNet-18
 with frozen batch norm (3 trainable stages), FPN P3-P7 (P6 from P5) with 256 channels, v1 head
 (`--head group_norm` for v2, `--levels p3p5` for the light layout), one class, Adam lr 1e-4.
 Synthetic uint8 NHWC batches on the device, converted to 0-1 float CHW images as a user would, and

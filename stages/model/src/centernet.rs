@@ -21,7 +21,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 use crate::Error;
 use crate::backbone::ResNet;
-use crate::config::{HeadKind, RetinaNetConfig};
+use crate::config::{CenterNetConfig, DetectorConfig, HeadKind, TrunkConfig};
 use crate::detector::{Detector, input_size};
 use crate::fpn::Fpn;
 use crate::heatmap::{self, CenterNetLossConfig, DecodeConfig, REGRESSION_CHANNELS, STRIDE};
@@ -58,17 +58,17 @@ struct Tower {
 }
 
 impl Tower {
-    fn new(vs: &nn::Path, cfg: &RetinaNetConfig, outputs: i64, out_bias: f64) -> Tower {
-        let gn = cfg.head == HeadKind::GroupNorm;
-        let mut c_in = cfg.fpn_channels;
-        let convs = (0..cfg.head_convs)
+    fn new(vs: &nn::Path, cfg: &CenterNetConfig, outputs: i64, out_bias: f64) -> Tower {
+        let gn = cfg.trunk.head == HeadKind::GroupNorm;
+        let mut c_in = cfg.trunk.fpn_channels;
+        let convs = (0..cfg.trunk.head_convs)
             .map(|i| {
                 let p = vs / "conv" / i;
-                let spec = ConvSpec::new(c_in, cfg.head_channels, 3, ConvInit::Normal { std: 0.01, bias: 0.0 });
-                c_in = cfg.head_channels;
+                let spec = ConvSpec::new(c_in, cfg.trunk.head_channels, 3, ConvInit::Normal { std: 0.01, bias: 0.0 });
+                c_in = cfg.trunk.head_channels;
                 (
                     Conv2d::new(&(&p / "0"), spec.bias(!gn)),
-                    gn.then(|| GroupNorm::new(&(&p / "1"), cfg.head_gn_groups, cfg.head_channels)),
+                    gn.then(|| GroupNorm::new(&(&p / "1"), cfg.trunk.head_gn_groups, cfg.trunk.head_channels)),
                 )
             })
             .collect();
@@ -93,7 +93,7 @@ impl Tower {
 /// The CenterNet-style detector (build it on the root path of a `VarStore`).
 #[derive(Debug)]
 pub struct CenterNet {
-    cfg: RetinaNetConfig,
+    cfg: CenterNetConfig,
     backbone: ResNet,
     fpn: Fpn,
     heatmap_head: Tower,
@@ -103,23 +103,24 @@ pub struct CenterNet {
 }
 
 impl CenterNet {
-    /// Creates the variables under `vs`. Does not load `cfg.backbone_weights` (see [`build`]).
-    pub fn new(vs: &nn::Path, cfg: &RetinaNetConfig) -> Result<CenterNet, Error> {
+    /// Creates the variables under `vs`. Does not load `cfg.trunk.backbone_weights` (see [`build`]).
+    pub fn new(vs: &nn::Path, cfg: &CenterNetConfig) -> Result<CenterNet, Error> {
         cfg.validate()?;
         let backbone = ResNet::new(
             &(vs / "backbone" / "body"),
-            cfg.backbone,
-            cfg.trainable_backbone_layers,
-            cfg.bn_eps,
-            cfg.backbone_norm,
+            cfg.trunk.backbone,
+            cfg.trunk.trainable_backbone_layers,
+            cfg.trunk.bn_eps,
+            cfg.trunk.backbone_norm,
         );
-        let fpn = Fpn::new(&(vs / "backbone" / "fpn"), &cfg.backbone.out_channels(), cfg.fpn_channels, None);
-        let prior_bias = -((1.0 - cfg.prior_probability) / cfg.prior_probability).ln();
+        let fpn =
+            Fpn::new(&(vs / "backbone" / "fpn"), &cfg.trunk.backbone.out_channels(), cfg.trunk.fpn_channels, None);
+        let prior_bias = -((1.0 - cfg.trunk.prior_probability) / cfg.trunk.prior_probability).ln();
         let head = vs / "head";
         Ok(CenterNet {
             backbone,
             fpn,
-            heatmap_head: Tower::new(&(&head / "heatmap"), cfg, cfg.num_classes, prior_bias),
+            heatmap_head: Tower::new(&(&head / "heatmap"), cfg, cfg.trunk.num_classes, prior_bias),
             regression_head: Tower::new(&(&head / "regression"), cfg, REGRESSION_CHANNELS, 0.0),
             loss_cfg: CenterNetLossConfig::from_config(cfg),
             decode_cfg: DecodeConfig::from_config(cfg),
@@ -127,7 +128,7 @@ impl CenterNet {
         })
     }
 
-    pub fn config(&self) -> &RetinaNetConfig {
+    pub fn config(&self) -> &CenterNetConfig {
         &self.cfg
     }
 
@@ -165,13 +166,13 @@ impl CenterNet {
 
     /// `uint8 [N, H, W, 3]` → normalised `f32 [N, 3, H, W]` (see [`normalize_images`]).
     pub fn normalize(&self, images_u8_nhwc: &Tensor, channels_last: bool) -> Tensor {
-        normalize_images(images_u8_nhwc, self.cfg.image_mean, self.cfg.image_std, channels_last)
+        normalize_images(images_u8_nhwc, self.cfg.trunk.image_mean, self.cfg.trunk.image_std, channels_last)
     }
 
     /// Saves all variables of `vs` and this model's config (with `detector = "centernet"`) as a
     /// self-describing checkpoint; [`crate::load_detector`] rebuilds it.
     pub fn save_checkpoint(&self, vs: &nn::VarStore, path: &Path) -> Result<(), Error> {
-        weights::save_checkpoint(vs, &self.cfg, path, &HashMap::new())
+        weights::save_checkpoint(vs, &DetectorConfig::CenterNet(self.cfg.clone()), path, &HashMap::new())
     }
 
     fn run(&self, images: &Tensor, precision: Precision, train: bool) -> CenterNetOutputs {
@@ -180,8 +181,12 @@ impl CenterNet {
 }
 
 impl Detector for CenterNet {
-    fn config(&self) -> &RetinaNetConfig {
-        CenterNet::config(self)
+    fn config(&self) -> DetectorConfig {
+        DetectorConfig::CenterNet(self.cfg.clone())
+    }
+
+    fn trunk(&self) -> &TrunkConfig {
+        &self.cfg.trunk
     }
 
     fn normalize(&self, images_u8_nhwc: &Tensor, channels_last: bool) -> Tensor {
@@ -212,24 +217,23 @@ impl Detector for CenterNet {
     }
 }
 
-/// Creates a `VarStore` on `device` and the CenterNet in it, then loads `cfg.backbone_weights` when
+/// Creates a `VarStore` on `device` and the CenterNet in it, then loads `cfg.trunk.backbone_weights` when
 /// set (an ImageNet ResNet; a detector state dict needs `backbone_weights_skip = ["head."]` and, from
 /// a P3–P7 RetinaNet, `"backbone.fpn.extra_blocks"`).
-pub fn build(cfg: &RetinaNetConfig, device: Device) -> Result<(nn::VarStore, CenterNet), Error> {
+pub fn build(cfg: &CenterNetConfig, device: Device) -> Result<(nn::VarStore, CenterNet), Error> {
     let vs = nn::VarStore::new(device);
     let net = CenterNet::new(&vs.root(), cfg)?;
-    weights::load_initial_weights(&vs, cfg)?;
+    weights::load_initial_weights(&vs, &cfg.trunk)?;
     Ok((vs, net))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackboneNorm, DetectorKind};
+    use crate::config::{BackboneNorm, DetectorKind, RetinaNetConfig};
 
-    fn tiny() -> RetinaNetConfig {
-        RetinaNetConfig {
-            detector: DetectorKind::Centernet,
+    fn tiny_trunk() -> TrunkConfig {
+        TrunkConfig {
             fpn_channels: 32,
             head_channels: 32,
             head_convs: 1,
@@ -239,10 +243,18 @@ mod tests {
         }
     }
 
+    fn tiny() -> CenterNetConfig {
+        CenterNetConfig { trunk: tiny_trunk(), ..Default::default() }
+    }
+
     #[test]
     fn names_and_shapes() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = CenterNet::new(&vs.root(), &RetinaNetConfig { num_classes: 2, ..tiny() }).unwrap();
+        let net = CenterNet::new(
+            &vs.root(),
+            &CenterNetConfig { trunk: TrunkConfig { num_classes: 2, ..tiny_trunk() }, ..tiny() },
+        )
+        .unwrap();
         let v = vs.variables();
         for name in [
             "backbone.body.layer4.1.conv2.weight",
@@ -320,7 +332,8 @@ mod tests {
     fn detections_are_sorted_and_above_the_threshold() {
         tch::manual_seed(9);
         // a high prior makes every peak score about 0.5: plenty of detections from an untrained net
-        let cfg = RetinaNetConfig { prior_probability: 0.5, score_thresh: 0.3, detections_per_img: 7, ..tiny() };
+        let trunk = TrunkConfig { prior_probability: 0.5, score_thresh: 0.3, detections_per_img: 7, ..tiny_trunk() };
+        let cfg = CenterNetConfig { trunk, ..tiny() };
         let (_, net) = build(&cfg, Device::Cpu).unwrap();
         let (x, _) = toy_batch();
         for d in Detector::detect(&net, &x, Precision::Fp32) {
@@ -336,13 +349,14 @@ mod tests {
     #[test]
     fn checkpoint_round_trip_through_load_detector() {
         tch::manual_seed(10);
-        let cfg = RetinaNetConfig { num_classes: 2, score_thresh: 0.2, centernet_sigma: 0.8, ..tiny() };
+        let trunk = TrunkConfig { num_classes: 2, score_thresh: 0.2, ..tiny_trunk() };
+        let cfg = CenterNetConfig { trunk, centernet_sigma: 0.8, ..tiny() };
         let (vs, net) = build(&cfg, Device::Cpu).unwrap();
         let path = tmp("centernet.safetensors");
         Detector::save_checkpoint(&net, &vs, &path).unwrap();
         let (vs2, det) = crate::load_detector(&path, Device::Cpu).unwrap();
-        assert_eq!(det.config(), &cfg);
-        assert_eq!(det.config().detector, DetectorKind::Centernet);
+        assert_eq!(det.config(), DetectorConfig::CenterNet(cfg.clone()));
+        assert_eq!(det.config().kind(), DetectorKind::Centernet);
         assert_eq!(vs2.variables().len(), vs.variables().len());
         let (x, _) = toy_batch();
         let t = Targets::from_lists(&[vec![[8., 8., 40., 40.]], vec![]], &[vec![1], vec![]], 2, Device::Cpu).unwrap();
@@ -351,22 +365,24 @@ mod tests {
         assert!(a.total.equal(&b.total) && a.box_regression.equal(&b.box_regression));
 
         // a RetinaNet checkpoint still comes back as a RetinaNet
-        let rcfg = RetinaNetConfig { fpn_channels: 32, head_channels: 32, head_convs: 1, ..Default::default() };
+        let trunk = TrunkConfig { fpn_channels: 32, head_channels: 32, head_convs: 1, ..Default::default() };
+        let rcfg = DetectorConfig::RetinaNet(RetinaNetConfig { trunk, ..Default::default() });
         let (rvs, rnet) = crate::build_detector(&rcfg, Device::Cpu).unwrap();
         let rpath = tmp("retinanet.safetensors");
         rnet.save_checkpoint(&rvs, &rpath).unwrap();
         let (_, back) = crate::load_detector(&rpath, Device::Cpu).unwrap();
-        assert_eq!(back.config().detector, DetectorKind::Retinanet);
+        assert_eq!(back.config().kind(), DetectorKind::Retinanet);
         // and the CenterNet's weights do not fit a RetinaNet: the loader says which tensors differ
         let e = crate::load_checkpoint(&path, Device::Cpu).unwrap_err().to_string();
-        assert!(e.contains("head."), "{e}");
+        assert!(e.contains("not a RetinaNet checkpoint"), "{e}");
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
     fn trains_with_batch_norm_from_scratch() {
         tch::manual_seed(4);
-        let cfg = RetinaNetConfig { backbone_norm: BackboneNorm::Batch, trainable_backbone_layers: 5, ..tiny() };
+        let trunk = TrunkConfig { backbone_norm: BackboneNorm::Batch, trainable_backbone_layers: 5, ..tiny_trunk() };
+        let cfg = CenterNetConfig { trunk, ..tiny() };
         let (vs, net) = build(&cfg, Device::Cpu).unwrap();
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
         let t = Targets::from_lists(&[vec![[8., 8., 40., 40.]], vec![]], &[vec![0], vec![]], 1, Device::Cpu).unwrap();

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::config::{DetectorKind, RetinaNetConfig};
+use crate::config::{DetectorConfig, TrunkConfig};
 use crate::error::Error;
 use crate::loss::{Losses, Targets};
 use crate::postprocess::Detections;
@@ -13,7 +13,11 @@ use crate::precision::{Precision, PrecisionExt};
 use crate::retinanet::RetinaNet;
 
 pub trait Detector {
-    fn config(&self) -> &RetinaNetConfig;
+    /// The family's config (what a checkpoint of this model records).
+    fn config(&self) -> DetectorConfig;
+
+    /// The backbone, FPN, head-tower, class and normalisation settings both families share.
+    fn trunk(&self) -> &TrunkConfig;
 
     /// `uint8 [N, H, W, 3]` on the device → the normalised float input `[N, 3, H, W]`.
     fn normalize(&self, images_u8_nhwc: &Tensor, channels_last: bool) -> Tensor;
@@ -43,8 +47,12 @@ pub(crate) fn input_size(images: &Tensor) -> (i64, i64) {
 }
 
 impl Detector for RetinaNet {
-    fn config(&self) -> &RetinaNetConfig {
-        RetinaNet::config(self)
+    fn config(&self) -> DetectorConfig {
+        DetectorConfig::RetinaNet(RetinaNet::config(self).clone())
+    }
+
+    fn trunk(&self) -> &TrunkConfig {
+        &RetinaNet::config(self).trunk
     }
 
     fn normalize(&self, images_u8_nhwc: &Tensor, channels_last: bool) -> Tensor {
@@ -83,15 +91,15 @@ impl Detector for RetinaNet {
     }
 }
 
-/// Builds the detector family `cfg.detector` (initial weights from `cfg.backbone_weights`).
-pub fn build_detector(cfg: &RetinaNetConfig, device: Device) -> Result<(nn::VarStore, Box<dyn Detector>), Error> {
-    match cfg.detector {
-        DetectorKind::Retinanet => {
-            let (vs, net) = crate::retinanet::build(cfg, device)?;
+/// Builds the detector of `cfg`'s family (initial weights from its `backbone_weights`).
+pub fn build_detector(cfg: &DetectorConfig, device: Device) -> Result<(nn::VarStore, Box<dyn Detector>), Error> {
+    match cfg {
+        DetectorConfig::RetinaNet(c) => {
+            let (vs, net) = crate::retinanet::build(c, device)?;
             Ok((vs, Box::new(net)))
         }
-        DetectorKind::Centernet => {
-            let (vs, net) = crate::centernet::build(cfg, device)?;
+        DetectorConfig::CenterNet(c) => {
+            let (vs, net) = crate::centernet::build(c, device)?;
             Ok((vs, Box::new(net)))
         }
     }
@@ -103,7 +111,7 @@ pub fn load_detector(path: &Path, device: Device) -> Result<(nn::VarStore, Box<d
     let (tensors, metadata) = crate::weights::read_safetensors(path)?;
     let cfg = crate::weights::checkpoint_config(path, &metadata)?;
     let mut no_weights = cfg.clone();
-    no_weights.backbone_weights = None;
+    no_weights.trunk_mut().backbone_weights = None;
     let (vs, det) = build_detector(&no_weights, device)?;
     crate::weights::load_state_dict(&vs, tensors, path, &[])?;
     Ok((vs, det))

@@ -13,7 +13,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::RetinaNetConfig;
+use crate::config::CenterNetConfig;
 use crate::layers::cast;
 use crate::loss::{Losses, Targets};
 use crate::postprocess::Detections;
@@ -43,7 +43,7 @@ pub struct CenterNetLossConfig {
 }
 
 impl CenterNetLossConfig {
-    pub fn from_config(cfg: &RetinaNetConfig) -> Self {
+    pub fn from_config(cfg: &CenterNetConfig) -> Self {
         CenterNetLossConfig {
             sigma: cfg.centernet_sigma,
             alpha: cfg.centernet_focal_alpha,
@@ -197,8 +197,8 @@ pub struct DecodeConfig {
 }
 
 impl DecodeConfig {
-    pub fn from_config(cfg: &RetinaNetConfig) -> Self {
-        DecodeConfig { score_thresh: cfg.score_thresh, top_k: cfg.detections_per_img }
+    pub fn from_config(cfg: &CenterNetConfig) -> Self {
+        DecodeConfig { score_thresh: cfg.trunk.score_thresh, top_k: cfg.trunk.detections_per_img }
     }
 }
 

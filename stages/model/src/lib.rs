@@ -6,8 +6,9 @@
 //! (plain v1 / GroupNorm v2 heads), [`anchors`], [`box_coder`], [`boxes`] (IoU, GIoU, clipping),
 //! [`matcher`], [`loss`] (focal, L1, smooth-L1, GIoU), [`postprocess`] (top-k + exact NMS on the
 //! device), [`weights`] (torchvision state dicts and checkpoints as safetensors), [`config`],
-//! [`precision`] (fp32 / bf16 / fp16 + loss scaling), [`transform`] (input normalisation),
-//! [`mod@train_step`] and [`mod@bench`].
+//! [`precision`] (fp32 / bf16 / fp16 + loss scaling), [`transform`] (input normalisation) and
+//! [`mod@bench`] (synthetic targets). The training step itself is the train stage's
+//! (`stages/torch/src/train.rs`), which `pipeline bench train` measures.
 //!
 //! A second, anchor-free family on the same trunk: [`centernet`] (CenterNet-style heatmap at
 //! stride 8) with its batched targets, losses and peak decoding in [`heatmap`]. Training, validation
@@ -38,13 +39,14 @@ pub mod matcher;
 pub mod postprocess;
 pub mod precision;
 pub mod retinanet;
-pub mod train_step;
 pub mod transform;
 pub mod weights;
 
-pub use bench::{BenchOptions, bench_train_step, bench_train_step_with};
 pub use centernet::{CenterNet, CenterNetOutputs};
-pub use config::{BackboneKind, BoxLossKind, DetectorKind, FpnLevels, HeadKind, P6Source, RetinaNetConfig};
+pub use config::{
+    BackboneKind, BoxLossKind, CenterNetConfig, DetectorConfig, DetectorKind, FpnLevels, HeadKind, P6Source,
+    RetinaNetConfig, TrunkConfig,
+};
 pub use detector::{Detector, build_detector, load_detector};
 pub use error::Error;
 pub use head::HeadOutputs;
@@ -52,4 +54,3 @@ pub use loss::{Losses, Targets};
 pub use postprocess::Detections;
 pub use precision::{LossScaler, Precision, PrecisionExt};
 pub use retinanet::{RetinaNet, build, load_checkpoint};
-pub use train_step::{StepOutput, train_step};

@@ -31,10 +31,10 @@ pub struct PostProcessConfig {
 impl PostProcessConfig {
     pub fn from_config(cfg: &RetinaNetConfig) -> Self {
         PostProcessConfig {
-            score_thresh: cfg.score_thresh,
+            score_thresh: cfg.trunk.score_thresh,
             topk_candidates: cfg.topk_candidates,
             nms_thresh: cfg.nms_thresh,
-            detections_per_img: cfg.detections_per_img,
+            detections_per_img: cfg.trunk.detections_per_img,
         }
     }
 }

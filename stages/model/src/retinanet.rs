@@ -6,7 +6,7 @@
 //! # fn main() -> Result<(), midog_model::Error> {
 //! let cfg = RetinaNetConfig::default();
 //! let device = Device::cuda_if_available();
-//! let (vs, net) = midog_model::build(&cfg, device)?; // loads cfg.backbone_weights if set
+//! let (vs, net) = midog_model::build(&cfg, device)?; // loads cfg.trunk.backbone_weights if set
 //! let anchors = net.anchors_for(512, 512, device); // cached per size
 //! # let (images_u8, targets): (tch::Tensor, Targets) = todo!();
 //! let images = net.normalize(&images_u8, false); // uint8 NHWC → f32 NCHW
@@ -25,7 +25,7 @@ use crate::anchors::AnchorGenerator;
 use crate::backbone::ResNet;
 use crate::box_coder::BoxCoder;
 use crate::boxes::box_iou;
-use crate::config::{FpnLevels, RetinaNetConfig};
+use crate::config::{DetectorConfig, FpnLevels, RetinaNetConfig};
 use crate::fpn::Fpn;
 use crate::head::{HeadOutputs, HeadSpec, RetinaNetHead};
 use crate::loss::{LossConfig, Losses, Targets, retinanet_losses};
@@ -50,30 +50,31 @@ pub struct RetinaNet {
 
 impl RetinaNet {
     /// Creates the variables under `vs` (`backbone.body.*`, `backbone.fpn.*`, `head.*`) with
-    /// torchvision's initialisation. Does not load `cfg.backbone_weights` (see [`build`]).
+    /// torchvision's initialisation. Does not load `cfg.trunk.backbone_weights` (see [`build`]).
     pub fn new(vs: &nn::Path, cfg: &RetinaNetConfig) -> Result<RetinaNet, Error> {
         cfg.validate()?;
         let body = ResNet::new(
             &(vs / "backbone" / "body"),
-            cfg.backbone,
-            cfg.trainable_backbone_layers,
-            cfg.bn_eps,
-            cfg.backbone_norm,
+            cfg.trunk.backbone,
+            cfg.trunk.trainable_backbone_layers,
+            cfg.trunk.bn_eps,
+            cfg.trunk.backbone_norm,
         );
         let p6p7 = match cfg.fpn_levels {
             FpnLevels::P3p7 => Some(cfg.p6_from),
             FpnLevels::P3p5 => None,
         };
-        let fpn = Fpn::new(&(vs / "backbone" / "fpn"), &cfg.backbone.out_channels(), cfg.fpn_channels, p6p7);
+        let fpn =
+            Fpn::new(&(vs / "backbone" / "fpn"), &cfg.trunk.backbone.out_channels(), cfg.trunk.fpn_channels, p6p7);
         let spec = HeadSpec {
-            in_channels: cfg.fpn_channels,
-            channels: cfg.head_channels,
-            num_convs: cfg.head_convs,
-            kind: cfg.head,
-            gn_groups: cfg.head_gn_groups,
+            in_channels: cfg.trunk.fpn_channels,
+            channels: cfg.trunk.head_channels,
+            num_convs: cfg.trunk.head_convs,
+            kind: cfg.trunk.head,
+            gn_groups: cfg.trunk.head_gn_groups,
             num_anchors: cfg.anchors_per_location(),
-            num_classes: cfg.num_classes,
-            prior_probability: cfg.prior_probability,
+            num_classes: cfg.trunk.num_classes,
+            prior_probability: cfg.trunk.prior_probability,
         };
         let head = RetinaNetHead::new(&(vs / "head"), &spec);
         Ok(RetinaNet {
@@ -160,22 +161,22 @@ impl RetinaNet {
     /// `uint8 [N, H, W, 3]` on the device → normalised `f32 [N, 3, H, W]` (ImageNet mean/std from the
     /// config); see [`normalize_images`].
     pub fn normalize(&self, images_u8_nhwc: &Tensor, channels_last: bool) -> Tensor {
-        normalize_images(images_u8_nhwc, self.cfg.image_mean, self.cfg.image_std, channels_last)
+        normalize_images(images_u8_nhwc, self.cfg.trunk.image_mean, self.cfg.trunk.image_std, channels_last)
     }
 
     /// Saves all variables of `vs` and this model's config as a self-describing checkpoint.
     pub fn save_checkpoint(&self, vs: &nn::VarStore, path: &Path) -> Result<(), Error> {
-        weights::save_checkpoint(vs, &self.cfg, path, &HashMap::new())
+        weights::save_checkpoint(vs, &DetectorConfig::RetinaNet(self.cfg.clone()), path, &HashMap::new())
     }
 }
 
-/// Creates a `VarStore` on `device` and the model in it, then loads `cfg.backbone_weights` (an
-/// ImageNet ResNet or a whole RetinaNet state dict; `cfg.backbone_weights_skip` prefixes excluded)
+/// Creates a `VarStore` on `device` and the model in it, then loads `cfg.trunk.backbone_weights` (an
+/// ImageNet ResNet or a whole RetinaNet state dict; `cfg.trunk.backbone_weights_skip` prefixes excluded)
 /// when set.
 pub fn build(cfg: &RetinaNetConfig, device: Device) -> Result<(nn::VarStore, RetinaNet), Error> {
     let vs = nn::VarStore::new(device);
     let net = RetinaNet::new(&vs.root(), cfg)?;
-    weights::load_initial_weights(&vs, cfg)?;
+    weights::load_initial_weights(&vs, &cfg.trunk)?;
     Ok((vs, net))
 }
 
@@ -183,7 +184,9 @@ pub fn build(cfg: &RetinaNetConfig, device: Device) -> Result<(nn::VarStore, Ret
 /// metadata; every variable must be present with the right shape).
 pub fn load_checkpoint(path: &Path, device: Device) -> Result<(nn::VarStore, RetinaNet), Error> {
     let (tensors, metadata) = weights::read_safetensors(path)?;
-    let cfg = weights::checkpoint_config(path, &metadata)?;
+    let DetectorConfig::RetinaNet(cfg) = weights::checkpoint_config(path, &metadata)? else {
+        return Err(Error::Checkpoint { path: path.into(), message: "not a RetinaNet checkpoint".into() });
+    };
     let vs = nn::VarStore::new(device);
     let net = RetinaNet::new(&vs.root(), &cfg)?;
     weights::load_state_dict(&vs, tensors, path, &[])?;

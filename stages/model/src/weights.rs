@@ -11,7 +11,7 @@
 //! `num_batches_tracked` entries are ignored (frozen batch norm has no such buffer). Missing, unexpected
 //! and mis-shaped tensors are reported together, by name.
 //!
-//! A checkpoint is a safetensors file of all variables plus the [`RetinaNetConfig`] as JSON in the
+//! A checkpoint is a safetensors file of all variables plus the [`DetectorConfig`] as JSON in the
 //! metadata under [`CONFIG_KEY`], so it can be rebuilt without any other file (and read by torchvision
 //! with `load_state_dict(..., strict=False)`).
 
@@ -23,7 +23,7 @@ use safetensors::{Dtype, SafeTensors, View};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::Error;
-use crate::config::RetinaNetConfig;
+use crate::config::{DetectorConfig, TrunkConfig};
 
 /// Metadata key holding the model config JSON in a checkpoint.
 pub const CONFIG_KEY: &str = "midog_model.config";
@@ -183,7 +183,7 @@ pub fn load_weights(vs: &nn::VarStore, path: &Path, skip: &[&str]) -> Result<Loa
 
 /// Loads `cfg.backbone_weights` into a freshly built model when set (`cfg.backbone_weights_skip`
 /// prefixes excluded), and logs what was loaded. Every detector's `build` calls this.
-pub fn load_initial_weights(vs: &nn::VarStore, cfg: &RetinaNetConfig) -> Result<(), Error> {
+pub fn load_initial_weights(vs: &nn::VarStore, cfg: &TrunkConfig) -> Result<(), Error> {
     let Some(path) = &cfg.backbone_weights else { return Ok(()) };
     let skip: Vec<&str> = cfg.backbone_weights_skip.iter().map(String::as_str).collect();
     let report = load_weights(vs, path, &skip)?;
@@ -259,7 +259,7 @@ pub fn load_state_dict(
 /// Saves every variable of `vs` with `cfg` (JSON) in the metadata; `extra` metadata is added as is.
 pub fn save_checkpoint(
     vs: &nn::VarStore,
-    cfg: &RetinaNetConfig,
+    cfg: &DetectorConfig,
     path: &Path,
     extra: &HashMap<String, String>,
 ) -> Result<(), Error> {
@@ -270,7 +270,7 @@ pub fn save_checkpoint(
 /// The bytes of the checkpoint [`save_checkpoint`] writes, for callers that write it themselves.
 pub fn checkpoint_bytes(
     vs: &nn::VarStore,
-    cfg: &RetinaNetConfig,
+    cfg: &DetectorConfig,
     extra: &HashMap<String, String>,
 ) -> Result<Vec<u8>, Error> {
     let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -282,12 +282,12 @@ pub fn checkpoint_bytes(
 }
 
 /// The config stored in a checkpoint's metadata.
-pub fn checkpoint_config(path: &Path, metadata: &HashMap<String, String>) -> Result<RetinaNetConfig, Error> {
+pub fn checkpoint_config(path: &Path, metadata: &HashMap<String, String>) -> Result<DetectorConfig, Error> {
     let bad = |message: String| Error::Checkpoint { path: PathBuf::from(path), message };
     let json = metadata
         .get(CONFIG_KEY)
         .ok_or_else(|| bad(format!("no `{CONFIG_KEY}` metadata: not a checkpoint written by midog-model")))?;
-    let cfg: RetinaNetConfig = serde_json::from_str(json).map_err(|e| bad(format!("config metadata: {e}")))?;
+    let cfg = DetectorConfig::from_checkpoint_json(json).map_err(|e| bad(format!("config metadata: {e}")))?;
     cfg.validate().map_err(|e| bad(e.to_string()))?;
     Ok(cfg)
 }

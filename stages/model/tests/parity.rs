@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use midog_model::box_coder::BoxCoder;
 use midog_model::loss::{LossConfig, retinanet_losses};
 use midog_model::weights::{self, WeightsFormat};
-use midog_model::{BackboneKind, BoxLossKind, Error, FpnLevels, RetinaNet, RetinaNetConfig, Targets};
+use midog_model::{BackboneKind, BoxLossKind, Error, FpnLevels, RetinaNet, RetinaNetConfig, Targets, TrunkConfig};
 use tch::{Device, Kind, Tensor, nn};
 
 use common::{fixture_dir, rel_err, rel_l2};
@@ -16,18 +16,20 @@ use common::{fixture_dir, rel_err, rel_l2};
 const TOL: f64 = 1e-4;
 
 fn config(variant: &str) -> RetinaNetConfig {
-    let base = RetinaNetConfig { trainable_backbone_layers: 5, ..Default::default() };
+    let trunk = TrunkConfig { trainable_backbone_layers: 5, ..Default::default() };
+    let base = RetinaNetConfig { trunk: trunk.clone(), ..Default::default() };
     match variant {
         "v1" => base,
-        "v2" => RetinaNetConfig {
-            num_classes: 3,
-            trainable_backbone_layers: 5,
-            ..RetinaNetConfig::torchvision_v2(BackboneKind::Resnet18)
-        },
+        "v2" => {
+            let v2 = RetinaNetConfig::torchvision_v2(BackboneKind::Resnet18);
+            RetinaNetConfig {
+                trunk: TrunkConfig { num_classes: 3, trainable_backbone_layers: 5, ..v2.trunk.clone() },
+                ..v2
+            }
+        }
         "p3p5" => RetinaNetConfig {
+            trunk: TrunkConfig { fpn_channels: 128, head_channels: 128, ..trunk },
             fpn_levels: FpnLevels::P3p5,
-            fpn_channels: 128,
-            head_channels: 128,
             box_loss: BoxLossKind::SmoothL1,
             smooth_l1_beta: 0.5, // make_fixture.py's SMOOTH_L1_BETA
             ..base
@@ -73,7 +75,7 @@ fn run_variant(variant: &'static str, fold_bn: bool) {
     let (exp, meta) = load_expected(variant);
     let cfg = config(variant);
     let settings: serde_json::Value = serde_json::from_str(&meta["settings"]).unwrap();
-    assert_eq!(settings["num_classes"].as_i64(), Some(cfg.num_classes));
+    assert_eq!(settings["num_classes"].as_i64(), Some(cfg.trunk.num_classes));
     let beta: f64 = meta["smooth_l1_beta"].parse().unwrap();
 
     let vs = nn::VarStore::new(Device::Cpu);
@@ -193,10 +195,11 @@ fn imagenet_resnet_state_dict() {
     }
     assert_eq!(n, report.loaded);
     // the same file through the config's `backbone_weights`
-    let cfg = RetinaNetConfig {
+    let trunk = TrunkConfig {
         backbone_weights: Some(fixture_dir().join("resnet18_imagenet.safetensors")),
         ..Default::default()
     };
+    let cfg = RetinaNetConfig { trunk, ..Default::default() };
     let (vs2, _) = midog_model::build(&cfg, Device::Cpu).unwrap();
     assert!(
         vs2.variables()["backbone.body.layer3.1.bn2.running_var"]
@@ -232,7 +235,8 @@ fn mismatched_state_dict_names_the_tensors() {
 
     // fine-tuning with another class count: skip the class logits
     let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = RetinaNetConfig { num_classes: 2, ..config("v1") };
+    let v1 = config("v1");
+    let cfg = RetinaNetConfig { trunk: TrunkConfig { num_classes: 2, ..v1.trunk.clone() }, ..v1 };
     let _net = RetinaNet::new(&vs.root(), &cfg).unwrap();
     let r = weights::load_weights(&vs, &path, &["head.classification_head.cls_logits"]).unwrap();
     assert_eq!(r.ignored.len(), 2);

@@ -10,10 +10,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use midog_data::TiffImage;
 use midog_data::loader::{AugmentConfig, LoaderConfig, LoaderImage, PatchLoader, random_patch_plan};
-use midog_model::{LossScaler, Precision, RetinaNetConfig};
+use midog_model::{DetectorConfig, LossScaler, Precision};
 use stages::cli::{InferBenchArgs, TrainBenchArgs};
-use stages::train::Optimizer;
 use tch::Device;
+use torch_stage_defs::train::Optimizer;
 
 use crate::batch_tensor::TensorBatch;
 use crate::device;
@@ -21,24 +21,27 @@ use crate::optim::FlatOptimizer;
 use crate::tiled::TiledDetector;
 
 fn precision(s: &str) -> Result<Precision> {
-    match s {
-        "fp32" => Ok(Precision::Fp32),
-        "bf16" => Ok(Precision::Bf16),
-        "fp16" => Ok(Precision::Fp16),
-        other => bail!("--precision {other}: use fp32, bf16 or fp16"),
-    }
+    s.parse().map_err(|e| anyhow::anyhow!("--precision: {e}"))
 }
 
-fn model_config(model: Option<&Path>, backbone: &str) -> Result<RetinaNetConfig> {
+fn model_config(model: Option<&Path>, backbone: &str) -> Result<DetectorConfig> {
     let mut cfg = match model {
         Some(p) => crate::detect::read_model_toml(p)?,
-        None => RetinaNetConfig::default(),
+        None => DetectorConfig::default(),
     };
     if model.is_none() {
-        cfg.backbone = serde_json::from_value(serde_json::Value::String(backbone.into()))
+        cfg.trunk_mut().backbone = serde_json::from_value(serde_json::Value::String(backbone.into()))
             .map_err(|_| anyhow::anyhow!("--backbone {backbone}: use resnet18, resnet34 or resnet50"))?;
     }
     Ok(cfg)
+}
+
+/// The pyramid of a RetinaNet (`p3p7`, `p3p5`); a CenterNet always builds P3–P5.
+fn fpn_levels(cfg: &DetectorConfig) -> String {
+    match cfg {
+        DetectorConfig::RetinaNet(r) => format!("{:?}", r.fpn_levels).to_lowercase(),
+        DetectorConfig::CenterNet(_) => "p3p5".into(),
+    }
 }
 
 fn sync(device: Device) {
@@ -109,7 +112,8 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
                boxes: &[Vec<[f32; 4]>]|
      -> Result<()> {
         let images = net.normalize(&midog_model::transform::upload(pixels, dev), channels_last);
-        let targets = crate::train::targets_of(boxes, cfg.num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let targets =
+            crate::image_set::targets_of(boxes, cfg.trunk().num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
         let _ = crate::train::train_step(net.as_ref(), opt, &vs, &images, &targets, precision, scaler, 1e-4, None);
         Ok(())
     };
@@ -185,7 +189,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
     };
     let img_s = (a.steps * a.batch) as f64 / secs;
     let report = serde_json::json!({
-        "what": "train", "backbone": format!("{:?}", cfg.backbone).to_lowercase(), "fpn_levels": format!("{:?}", cfg.fpn_levels).to_lowercase(),
+        "what": "train", "backbone": format!("{:?}", cfg.trunk().backbone).to_lowercase(), "fpn_levels": fpn_levels(&cfg),
         "batch": a.batch, "size": a.size, "precision": a.precision, "device": device::describe(dev),
         "gpu_name": gpu_name(dev), "input": source, "steps": a.steps, "seconds": secs, "img_per_s": img_s,
         "loader_wait_fraction": if a.dataset.is_some() { Some(waited / secs) } else { None },
@@ -225,7 +229,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
 fn phase_breakdown(
     net: &dyn midog_model::Detector,
     opt: &mut FlatOptimizer,
-    cfg: &RetinaNetConfig,
+    cfg: &DetectorConfig,
     a: &TrainBenchArgs,
     dev: Device,
     precision: Precision,
@@ -246,7 +250,8 @@ fn phase_breakdown(
         sync(dev);
         let mut t = Instant::now();
         let images = net.normalize(&midog_model::transform::upload(&pixels, dev), channels_last);
-        let targets = crate::train::targets_of(&boxes, cfg.num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let targets =
+            crate::image_set::targets_of(&boxes, cfg.trunk().num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
         total.input_ms += lap(&mut t);
         opt.zero_grad();
         let losses = net.losses(&images, &targets, precision, true);
@@ -302,7 +307,7 @@ pub fn infer(a: &InferBenchArgs) -> Result<()> {
         Some(c) => crate::detect::load_model(c, None, dev)?,
         None => {
             tch::manual_seed(0);
-            midog_model::build_detector(&RetinaNetConfig::default(), dev)?
+            midog_model::build_detector(&DetectorConfig::default(), dev)?
         }
     };
     let channels_last = dev.is_cuda();
@@ -347,7 +352,7 @@ pub fn infer(a: &InferBenchArgs) -> Result<()> {
     for r in 0..a.repeats + 1 {
         // A fresh tile cache each time: every image is read from its file, as in a real run.
         let tiff = Arc::new(TiffImage::open(&path)?);
-        tiles = stages::tile_grid::TileGrid::new(tiff.width(), tiff.height(), a.tile_size, a.overlap).len();
+        tiles = crate::tile_grid::TileGrid::new(tiff.width(), tiff.height(), a.tile_size, a.overlap).len();
         sync(dev);
         let t = Instant::now();
         let (_, waited) = detector.detect_timed(&tiff, &mut |_| true).map_err(anyhow::Error::msg)?;

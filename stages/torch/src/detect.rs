@@ -9,10 +9,11 @@ use anyhow::{Context, Result, bail};
 use midog_data::TiffImage;
 use midog_eval::BoxDetection;
 use midog_eval::formats::DetectionsFile;
-use midog_model::{Detector, RetinaNetConfig};
+use midog_model::{Detector, DetectorConfig};
 use stages::cli::DetectArgs;
-use stages::train::TrainParams;
 use tch::nn::VarStore;
+use torch_stage_defs::device::loader_threads;
+use torch_stage_defs::train::TrainParams;
 
 use crate::device;
 use crate::tiled::TiledDetector;
@@ -30,12 +31,12 @@ pub fn load_model(checkpoint: &Path, model: Option<&Path>, dev: tch::Device) -> 
         );
     };
     let mut cfg = read_model_toml(model)?;
-    cfg.backbone_weights = Some(checkpoint.to_path_buf());
+    cfg.trunk_mut().backbone_weights = Some(checkpoint.to_path_buf());
     Ok(midog_model::build_detector(&cfg, dev)?)
 }
 
 /// The model table of a `model.toml` (the train stage's keys), with unknown keys rejected.
-pub fn read_model_toml(model: &Path) -> Result<RetinaNetConfig> {
+pub fn read_model_toml(model: &Path) -> Result<DetectorConfig> {
     let text = std::fs::read_to_string(model).with_context(|| format!("reading {}", model.display()))?;
     let table: toml::Table = toml::from_str(&text).with_context(|| format!("{}: invalid TOML", model.display()))?;
     if let Some(e) = engine::stage::unknown_key::<TrainParams>(&table) {
@@ -49,11 +50,10 @@ pub fn read_model_toml(model: &Path) -> Result<RetinaNetConfig> {
 pub fn run(a: &DetectArgs) -> Result<()> {
     let keys = a.output_keys().map_err(anyhow::Error::msg)?;
     let dev = device::resolve(&a.device, &[]).map_err(anyhow::Error::msg)?;
-    let precision = match a.precision.as_str() {
-        "fp32" => midog_model::Precision::Fp32,
-        "bf16" => midog_model::Precision::Bf16,
-        other => bail!("--precision {other}: use fp32 or bf16"),
-    };
+    let precision: midog_model::Precision = a.precision.parse().map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
+    if precision == midog_model::Precision::Fp16 {
+        bail!("--precision fp16: inference supports fp32 and bf16");
+    }
     let (vs, net) = load_model(&a.checkpoint, a.model.as_deref(), dev)?;
     let channels_last = dev.is_cuda();
     if channels_last {
@@ -68,7 +68,7 @@ pub fn run(a: &DetectArgs) -> Result<()> {
         overlap: a.overlap,
         batch_size: a.batch_size,
         min_score: a.min_score,
-        threads: if dev.is_cuda() { threads.saturating_sub(1).max(1) } else { (threads / 2).max(1) },
+        threads: loader_threads(0, threads, dev.is_cuda()),
         channels_last,
     };
     let mut out = DetectionsFile::default();

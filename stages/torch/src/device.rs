@@ -1,8 +1,8 @@
 //! From a device request ("auto", "cpu", "cuda", "cuda:N") and the GPUs the engine assigned to
 //! the stage, to a tch device — or an error that says why CUDA is not there.
 
-use stages::train::{DeviceRequest, parse_device};
 use tch::Device;
+use torch_stage_defs::device::{DeviceRequest, parse_device};
 
 pub fn resolve(request: &str, assigned: &[usize]) -> Result<Device, String> {
     let req = parse_device(request)?;

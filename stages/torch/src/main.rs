@@ -8,8 +8,10 @@ mod checkpoint;
 mod detect;
 mod device;
 mod fault;
+mod image_set;
 mod optim;
 mod tensorboard;
+mod tile_grid;
 mod tile_infer;
 mod tiled;
 mod train;
@@ -24,7 +26,8 @@ use stages::cli::{BenchCommand, Cli, Command};
 
 fn registry() -> Registry {
     let mut r = Registry::new();
-    r.register::<stages::train::TrainStage>(train::run).register::<stages::tile_infer::TileInferStage>(tile_infer::run);
+    r.register::<torch_stage_defs::train::TrainStage>(train::run)
+        .register::<torch_stage_defs::tile_infer::TileInferStage>(tile_infer::run);
     r
 }
 

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use stages::train::Optimizer;
 use tch::{Kind, Tensor, nn};
+use torch_stage_defs::train::Optimizer;
 
 pub struct FlatOptimizer {
     kind: Optimizer,

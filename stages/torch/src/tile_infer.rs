@@ -8,10 +8,11 @@ use midog_data::{TiffImage, TileCache};
 use stages::artifact::inferred::{InferredImage, InferredImages, Role};
 use stages::artifact::tables::{CANDIDATES_FILE, Candidates};
 use stages::artifact::{DatasetManifest, SplitSets};
-use stages::tile_grid::TileGrid;
-use stages::tile_infer::{CheckpointChoice, TileInferParams};
+use torch_stage_defs::device::loader_threads;
+use torch_stage_defs::tile_infer::{CheckpointChoice, TileInferParams};
 
 use crate::device;
+use crate::tile_grid::TileGrid;
 use crate::tiled::TiledDetector;
 
 pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
@@ -32,7 +33,7 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
     let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
     let images: Vec<(u32, Role)> =
         split.val.iter().map(|&i| (i, Role::Val)).chain(split.test.iter().map(|&i| (i, Role::Test))).collect();
-    let threads = crate::train::loader_threads(p.loader_threads, ctx.threads, device);
+    let threads = loader_threads(p.loader_threads, ctx.threads, device.is_cuda());
     let detector = TiledDetector {
         net: net.as_ref(),
         device,

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::tile_grid::TileGrid;
 use midog_data::TiffImage;
 use midog_model::{Detector, Precision};
-use stages::tile_grid::TileGrid;
 use tch::Device;
 
 use crate::batch_tensor::TensorBatch;

@@ -10,79 +10,26 @@ use std::path::Path;
 use std::time::Instant;
 
 use engine::{StageContext, StageError};
-use midog_data::loader::{AugmentConfig, LoaderConfig, LoaderImage, PatchLoader, PatchSpec};
+use midog_data::loader::{AugmentConfig, LoaderConfig, PatchLoader};
 use midog_model::{Detector, LossScaler, Precision, Targets};
-use stages::artifact::dataset_manifest::LoadedDataset;
-use stages::artifact::sample_plan::PlannedPatch;
 use stages::artifact::tables::TableBuilder;
 use stages::artifact::{DatasetManifest, SamplePlan};
-use stages::lr_schedule::lr_at;
-use stages::train::TrainParams;
 use tch::{Device, Tensor};
+use torch_stage_defs::device::loader_threads;
+use torch_stage_defs::lr_schedule::lr_at;
+use torch_stage_defs::train::TrainParams;
 
 use crate::batch_tensor::TensorBatch;
 use crate::checkpoint::{self, Best, Checkpoints, Committed, MetricsRow, TrainState};
 use crate::device;
 use crate::fault;
+use crate::image_set::{ImageSet, targets_of};
 use crate::optim::FlatOptimizer;
 use crate::tensorboard::EventWriter;
 use crate::validate::{ValidationResult, validate};
 
 fn model_err(e: midog_model::Error) -> StageError {
     StageError::domain(e)
-}
-
-/// The loader's view of a set of images: their files and mitosis boxes, and where each image id is.
-pub struct ImageSet {
-    pub images: Vec<LoaderImage>,
-    pub index: HashMap<u32, usize>,
-    pub um_per_px: Vec<f64>,
-}
-
-impl ImageSet {
-    pub fn new(ids: impl Iterator<Item = u32>, dataset: &LoadedDataset) -> Result<ImageSet, StageError> {
-        let mut set = ImageSet { images: Vec::new(), index: HashMap::new(), um_per_px: Vec::new() };
-        for id in ids {
-            if set.index.contains_key(&id) {
-                continue;
-            }
-            let img = dataset.image(id)?;
-            set.index.insert(id, set.images.len());
-            set.um_per_px.push(img.um_per_px);
-            set.images.push(LoaderImage {
-                path: dataset.path_of(img),
-                boxes: img.mitoses.iter().map(|b| [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]).collect(),
-            });
-        }
-        Ok(set)
-    }
-
-    pub fn batches(&self, patches: &[PlannedPatch], batch_size: usize) -> Vec<Vec<PatchSpec>> {
-        patches
-            .chunks(batch_size)
-            .map(|c| c.iter().map(|p| PatchSpec { image: self.index[&p.image_id], x: p.x, y: p.y }).collect())
-            .collect()
-    }
-}
-
-/// Loader boxes → padded targets on the device (slivers clipped at the patch border dropped).
-pub fn targets_of(boxes: &[Vec<[f32; 4]>], num_classes: i64, device: Device) -> Result<Targets, StageError> {
-    let kept: Vec<Vec<[f32; 4]>> = boxes
-        .iter()
-        .map(|bs| bs.iter().copied().filter(|b| b[2] - b[0] >= 1.0 && b[3] - b[1] >= 1.0).collect())
-        .collect();
-    let labels: Vec<Vec<i64>> = kept.iter().map(|bs| vec![0; bs.len()]).collect();
-    Targets::from_lists(&kept, &labels, num_classes, device).map_err(model_err)
-}
-
-pub fn loader_threads(requested: usize, stage_threads: usize, device: Device) -> usize {
-    if requested > 0 {
-        requested
-    } else if device.is_cuda() {
-        stage_threads.saturating_sub(1).max(1)
-    } else {
-        (stage_threads / 2).max(1)
-    }
 }
 
 /// Reads a panic payload; libtorch errors (e.g. CUDA out of memory) arrive as panics from tch.
@@ -100,8 +47,8 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     let plan = SamplePlan::load(ctx.input("sample")?)?;
     let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
     let mut cfg = p.model.clone();
-    if let Some(w) = &cfg.backbone_weights {
-        cfg.backbone_weights = Some(ctx.params_dir.join(w));
+    if let Some(w) = &cfg.trunk().backbone_weights {
+        cfg.trunk_mut().backbone_weights = Some(ctx.params_dir.join(w));
     }
     let (vs, net) = midog_model::build_detector(&cfg, device).map_err(model_err)?;
     let channels_last = device.is_cuda();
@@ -132,7 +79,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     let total_steps = steps_per_epoch * p.epochs as u64;
     let precision = p.precision;
     let mut scaler = LossScaler::new(precision);
-    let threads = loader_threads(p.loader_threads, ctx.threads, device);
+    let threads = loader_threads(p.loader_threads, ctx.threads, device.is_cuda());
     let augment = AugmentConfig {
         flips: p.augment.flips,
         rot90: p.augment.rot90,
@@ -172,7 +119,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             let n = batch.specs.len() as i64;
             let pixels = midog_model::transform::upload(&batch.pixels.tensor.narrow(0, 0, n), device);
             let images = net.normalize(&pixels, channels_last);
-            let targets = targets_of(&batch.boxes, cfg.num_classes, device)?;
+            let targets = targets_of(&batch.boxes, cfg.trunk().num_classes, device)?;
             last_lr = lr_at(p.schedule, p.lr, state.global_step, total_steps, p.warmup_steps);
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 train_step(net.as_ref(), &mut opt, &vs, &images, &targets, precision, &mut scaler, last_lr, p.grad_clip)
@@ -218,7 +165,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
                 precision,
                 channels_last,
                 threads,
-                cfg.num_classes,
+                cfg.trunk().num_classes,
             )?)
         } else {
             None
@@ -273,7 +220,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         }
         state.epochs_done = epoch + 1;
         state.rows.push(row);
-        let weights = midog_model::weights::checkpoint_bytes(&vs, net.config(), &HashMap::new()).map_err(model_err)?;
+        let weights = midog_model::weights::checkpoint_bytes(&vs, &net.config(), &HashMap::new()).map_err(model_err)?;
         let optimizer = opt.to_bytes().map_err(model_err)?;
         let previous_best = last.as_ref().map(|c| c.dir.join(checkpoint::BEST));
         let best = match (&previous_best, improved) {

@@ -9,7 +9,7 @@ use midog_model::{Detector, Precision};
 use tch::{Device, Kind, Tensor};
 
 use crate::batch_tensor::TensorBatch;
-use crate::train::{ImageSet, targets_of};
+use crate::image_set::{ImageSet, targets_of};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ValidationResult {

@@ -1,14 +1,16 @@
-//! The train stage's definition: a RetinaNet (params flattened from `RetinaNetConfig`) trained on
-//! the sample stage's plan. It runs in `pipeline-torch`; this crate only types, keys and
-//! documents it, so planning never loads libtorch.
+//! The train stage's definition: a detector (params flattened from `DetectorConfig`: a RetinaNet,
+//! or a CenterNet with `detector = "centernet"`) trained on the sample stage's plan. Its runner
+//! is `stages/torch/src/train.rs`; this crate only types, keys and documents it, so planning never
+//! loads libtorch.
 
 use std::path::Path;
 
 use engine::{ExternalInput, ParamError, Resources, StageDef};
-use midog_model_config::{Precision, RetinaNetConfig};
+use midog_model_config::{DetectorConfig, Precision};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::device::parse_device;
 use crate::lr_schedule::Schedule;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -56,7 +58,7 @@ impl Default for AugmentParams {
 #[serde(default)]
 pub struct TrainParams {
     #[serde(flatten)]
-    pub model: RetinaNetConfig,
+    pub model: DetectorConfig,
     /// "adam", "adamw" (decoupled weight decay) or "sgd" (momentum).
     pub optimizer: Optimizer,
     /// Peak learning rate.
@@ -91,7 +93,7 @@ pub struct TrainParams {
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
-            model: RetinaNetConfig::default(),
+            model: DetectorConfig::default(),
             optimizer: Optimizer::Adam,
             lr: 1e-4,
             weight_decay: 0.0,
@@ -116,8 +118,12 @@ pub struct TrainStage;
 impl StageDef for TrainStage {
     type Params = TrainParams;
     const KIND: &'static str = "train";
-    const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "trains a RetinaNet (ResNet + FPN + focal loss) on the sampled patches; resumable";
+    /// Bump with every change of the runner (`stages/torch/src/train.rs`) or of the model code that
+    /// changes what a training produces. 2: one config type per detector family, so a family's key
+    /// holds its own fields only (version 1 keyed the other family's defaults too); same training.
+    const VERSION: u32 = 2;
+    const SUMMARY: &'static str =
+        "trains a detector (RetinaNet, or CenterNet-style) on the sampled patches; resumable, exactly";
     const NEEDS: &'static [&'static str] = &["sample"];
     const WORKER: Option<&'static str> = Some(crate::TORCH_WORKER);
     const NON_KEY_PARAMS: &'static [&'static str] = &["device", "loader_threads"];
@@ -148,7 +154,7 @@ impl StageDef for TrainStage {
     }
 
     fn external_inputs(p: &TrainParams, base: &Path) -> Result<Vec<ExternalInput>, ParamError> {
-        let Some(w) = &p.model.backbone_weights else { return Ok(Vec::new()) };
+        let Some(w) = &p.model.trunk().backbone_weights else { return Ok(Vec::new()) };
         let path = base.join(w);
         if !path.is_file() {
             return Err(ParamError::new(&["backbone_weights"], format!("{} does not exist", path.display()))
@@ -162,22 +168,3 @@ impl StageDef for TrainStage {
     }
 }
 
-/// A device request: "auto", "cpu", "cuda" or "cuda:N".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceRequest {
-    Auto,
-    Cpu,
-    Cuda(Option<usize>),
-}
-
-pub fn parse_device(s: &str) -> Result<DeviceRequest, String> {
-    match s {
-        "auto" => Ok(DeviceRequest::Auto),
-        "cpu" => Ok(DeviceRequest::Cpu),
-        "cuda" => Ok(DeviceRequest::Cuda(None)),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Ok(DeviceRequest::Cuda(Some(n))),
-            None => Err(format!("`{other}`: use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")),
-        },
-    }
-}

@@ -75,7 +75,7 @@ impl StageDef for TileInferStage {
         if p.precision == Precision::Fp16 {
             return Err(ParamError::new(&["precision"], "inference supports \"fp32\" and \"bf16\""));
         }
-        crate::train::parse_device(&p.device).map_err(|e| ParamError::new(&["device"], e))?;
+        crate::device::parse_device(&p.device).map_err(|e| ParamError::new(&["device"], e))?;
         Ok(())
     }
 

@@ -27,10 +27,6 @@ impl TileGrid {
         self.xs.len() * self.ys.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Tile origins, row by row.
     pub fn origins(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
         self.ys.iter().flat_map(move |&y| self.xs.iter().map(move |&x| (x, y)))
