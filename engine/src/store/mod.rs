@@ -12,6 +12,7 @@
 //! runs/<exp>/<variant>/<stage>.attempt  its latest attempt that did not publish (kept by gc)
 //! jobs/<key>.json          job files handed to workers (local processes or cluster jobs)
 //! memo/files.json          digests of external files by (device, inode, size, mtime)
+//! roots/<id>.json          indexes outside the store (results views) whose keys gc keeps
 //! ```
 //!
 //! Every file in `jobs/` and `logs/` whose name starts with `<key>.` belongs to that key: the
@@ -25,14 +26,16 @@
 mod gc;
 mod lock;
 mod pin;
+mod roots;
 mod runs;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use self::gc::{AreaUsage, GcReport, Removal, Usage};
+pub use self::gc::{AreaUsage, GcReport, Removal, RootPolicy, Usage};
 pub use self::lock::KeyLock;
 pub use self::pin::Pin;
+pub use self::roots::Root;
 use crate::atomic::{fsync_dir, fsync_tree, unique_suffix};
 use crate::key::StageKey;
 use crate::record::{OutputFile, Record};
@@ -62,7 +65,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError +
 }
 
 /// The store's top-level directories.
-const AREAS: [&str; 9] = ["objects", "tmp", "work", "locks", "pins", "logs", "runs", "jobs", "memo"];
+const AREAS: [&str; 10] = ["objects", "tmp", "work", "locks", "pins", "logs", "runs", "jobs", "memo", "roots"];
 
 #[derive(Debug, Clone)]
 pub struct Store {
