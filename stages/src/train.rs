@@ -122,6 +122,7 @@ impl StageDef for TrainStage {
     const WORKER: Option<&'static str> = Some(crate::TORCH_WORKER);
     const NON_KEY_PARAMS: &'static [&'static str] = &["device", "loader_threads"];
     const PATH_PARAMS: &'static [&'static str] = &["backbone_weights"];
+    const HIGHLIGHTS: &'static [&'static str] = &["checkpoints/best.safetensors"];
 
     fn validate(p: &TrainParams) -> Result<(), ParamError> {
         p.model.validate().map_err(|e| ParamError::new(&[], e.to_string()))?;
@@ -151,8 +152,16 @@ impl StageDef for TrainStage {
         let Some(w) = &p.model.backbone_weights else { return Ok(Vec::new()) };
         let path = base.join(w);
         if !path.is_file() {
-            return Err(ParamError::new(&["backbone_weights"], format!("{} does not exist", path.display()))
-                .with_help("export torchvision weights with stages/model/parity/export_torchvision_weights.py"));
+            return Err(ParamError::missing_input(
+                &["backbone_weights"],
+                &path,
+                format!("{} does not exist", path.display()),
+            )
+            .with_help(format!(
+                "get torchvision's ImageNet weights with `pipeline weights fetch {} -o {}`",
+                p.model.backbone.name(),
+                path.parent().map(|d| d.display().to_string()).unwrap_or_else(|| ".".into())
+            )));
         }
         Ok(vec![ExternalInput { name: format!("backbone_weights:{}", w.display()), path }])
     }

@@ -117,6 +117,46 @@ fn quickstart_runs_end_to_end_learns_and_reruns_only_what_changed() {
     let edited = p.run_json("exp.toml");
     assert_eq!(with_status(&edited, "ran"), ["nms", "report", "score"], "{edited:?}");
 
+    // 4b. The results view: the run ends with the paths of its main files, and they are there.
+    let out = p.run(&["run", "exp.toml"]);
+    let text = stdout(&out);
+    for (stage, file) in [
+        ("report", "results/quickstart-ci/report/report.html"),
+        ("train", "results/quickstart-ci/train/checkpoints/best.safetensors"),
+        ("score", "results/quickstart-ci/score/detections_midog.json"),
+    ] {
+        assert!(text.lines().any(|l| l.trim_start().starts_with(stage) && l.ends_with(file)), "no {file}:\n{text}");
+        assert!(p.path(file).is_file(), "{file}");
+    }
+    let shown = p.run(&["show", "exp.toml", "report", "--path"]);
+    assert!(PathBuf::from(stdout(&shown).trim()).join("report.html").is_file(), "{}", stdout(&shown));
+
+    // 4c. `detect --experiment` is `detect --checkpoint <that checkpoint>` with the experiment's
+    // tile_infer and nms params and the threshold chosen on validation (radius 20 from step 4).
+    let images = dataset_test_images(&p);
+    let mut args = vec!["detect", "--experiment", "exp.toml", "-o", "from_experiment.json"];
+    args.extend(images.iter().map(|s| s.as_str()));
+    let from_exp = p.run(&args);
+    assert!(from_exp.status.success(), "{}", stderr(&from_exp));
+    let err = stderr(&from_exp);
+    let same_as = err.lines().skip_while(|l| !l.ends_with("the same as:")).nth(1).unwrap_or_else(|| panic!("{err}"));
+    let explicit: Vec<&str> = same_as.trim().strip_prefix("pipeline ").unwrap().split(' ').collect();
+    for part in ["--radius-px 20 ", "--threshold ", "results/quickstart-ci/train/checkpoints/best.safetensors"] {
+        assert!(same_as.contains(part), "{part}: {same_as}");
+    }
+    let explicit: Vec<&str> =
+        explicit.iter().map(|a| if *a == "from_experiment.json" { "from_checkpoint.json" } else { a }).collect();
+    let from_ckpt = p.run(&explicit);
+    assert!(from_ckpt.status.success(), "{}", stderr(&from_ckpt));
+    let (a, b) = (
+        std::fs::read(p.path("from_experiment.json")).unwrap(),
+        std::fs::read(p.path("from_checkpoint.json")).unwrap(),
+    );
+    assert_eq!(a, b, "detect --experiment and its explicit form differ");
+    let dets: serde_json::Value = serde_json::from_slice(&a).unwrap();
+    let points: usize = dets.as_object().unwrap().values().map(|v| v["points"].as_array().unwrap().len()).sum();
+    assert!(points > 0, "no detections above the chosen threshold on the test images: nothing was compared");
+
     // 5. Export: one row per split and scanner, params and metrics as columns, readable by polars.
     let export = p.run(&["export", "exp.toml", "-o", "results.parquet"]);
     assert!(export.status.success(), "{}", stderr(&export));
@@ -186,6 +226,20 @@ fn quickstart_runs_end_to_end_learns_and_reruns_only_what_changed() {
     ]);
     assert!(crop.status.success(), "{}", stderr(&crop));
     assert!(stdout(&crop).contains("tiled") && p.path("crop.png").is_file(), "{}", stdout(&crop));
+}
+
+/// The test images of the experiment's split, as paths in its dataset entry.
+fn dataset_test_images(p: &Project) -> Vec<String> {
+    let score = out_dir(p, &key_of(p, "exp.toml", "score"));
+    let scores: serde_json::Value = serde_json::from_slice(&std::fs::read(score.join("scores.json")).unwrap()).unwrap();
+    let images = out_dir(p, &key_of(p, "exp.toml", "dataset")).join("images");
+    scores["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["split"] == "test")
+        .map(|i| images.join(i["file_name"].as_str().unwrap()).to_string_lossy().into_owned())
+        .collect()
 }
 
 /// A tiny training experiment (dataset and patches as small as they go).
