@@ -83,6 +83,10 @@ pub struct TrainParams {
     pub device: String,
     /// Validate every N epochs (and after the last).
     pub val_every: u32,
+    /// TensorBoard: the training losses every N optimisation steps (the mean of those steps;
+    /// windows restart at each epoch). The learning rate is logged at every step, the epoch
+    /// means and each validation as before.
+    pub log_every: u32,
     pub augment: AugmentParams,
     /// Patch-loading threads (0: automatic). Not part of the key.
     pub loader_threads: usize,
@@ -105,6 +109,7 @@ impl Default for TrainParams {
             seed: 0,
             device: "auto".into(),
             val_every: 1,
+            log_every: 10,
             augment: AugmentParams::default(),
             loader_threads: 0,
         }
@@ -116,7 +121,8 @@ pub struct TrainStage;
 impl StageDef for TrainStage {
     type Params = TrainParams;
     const KIND: &'static str = "train";
-    const VERSION: u32 = 1;
+    /// 2: per-step scalars in the TensorBoard file (`log_every`).
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str = "trains a RetinaNet (ResNet + FPN + focal loss) on the sampled patches; resumable";
     const NEEDS: &'static [&'static str] = &["sample"];
     const WORKER: Option<&'static str> = Some(crate::TORCH_WORKER);
@@ -140,6 +146,9 @@ impl StageDef for TrainStage {
         }
         if p.val_every == 0 {
             return Err(ParamError::new(&["val_every"], "must be at least 1"));
+        }
+        if p.log_every == 0 {
+            return Err(ParamError::new(&["log_every"], "must be at least 1"));
         }
         if p.grad_clip.is_some_and(|g| g.is_nan() || g <= 0.0) {
             return Err(ParamError::new(&["grad_clip"], "must be positive"));
