@@ -7,7 +7,7 @@
 //! not fight over the two cores CI has.
 
 mod common;
-#[path = "../../stages/model/tests/common/python.rs"]
+#[path = "../../stages/torch/src/python_env.rs"]
 mod python;
 
 use std::collections::BTreeMap;

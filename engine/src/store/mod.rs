@@ -363,44 +363,10 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::key::KeyInputs;
+    use crate::key::test_key as key;
     use crate::record::LastRun;
 
-    fn key(n: u8) -> StageKey {
-        KeyInputs {
-            kind: format!("k{n}"),
-            version: 1,
-            params: serde_json::json!({}),
-            upstream: vec![],
-            external: vec![],
-            names: None,
-        }
-        .key()
-    }
-
-    fn record(k: &StageKey) -> Record {
-        Record {
-            key: k.clone(),
-            inputs: KeyInputs {
-                kind: "k".into(),
-                version: 1,
-                params: serde_json::json!({}),
-                upstream: vec![],
-                external: vec![],
-                names: None,
-            },
-            experiment: "e".into(),
-            variant: "default".into(),
-            stage: "s".into(),
-            external_paths: Default::default(),
-            started_unix: 0,
-            seconds: 0.0,
-            host: "h".into(),
-            engine_version: "0".into(),
-            outputs: vec![],
-            summary: Default::default(),
-        }
-    }
+    use crate::record::test_record as record;
 
     #[test]
     fn publish_is_all_or_nothing_and_lists_outputs() {

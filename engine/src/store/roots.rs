@@ -95,19 +95,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::KeyInputs;
-
-    fn key(n: u8) -> StageKey {
-        KeyInputs {
-            kind: format!("k{n}"),
-            version: 1,
-            params: serde_json::json!({}),
-            upstream: vec![],
-            external: vec![],
-            names: None,
-        }
-        .key()
-    }
+    use crate::key::test_key as key;
 
     #[test]
     fn roots_follow_their_index_and_stale_ones_go() {

@@ -233,46 +233,14 @@ fn write_generation(dir: &Path, store: &Store, index: &ViewIndex) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::KeyInputs;
+    use crate::key::test_key as key;
     use crate::record::Record;
-
-    fn key(n: u8) -> StageKey {
-        KeyInputs {
-            kind: format!("k{n}"),
-            version: 1,
-            params: serde_json::json!({}),
-            upstream: vec![],
-            external: vec![],
-            names: None,
-        }
-        .key()
-    }
 
     fn publish_entry(store: &Store, k: &StageKey, file: &str) {
         let lock = store.lock(k).unwrap();
         let temp = store.new_temp(k, &lock).unwrap();
         fs::write(temp.out_dir().join(file), b"x").unwrap();
-        let record = Record {
-            key: k.clone(),
-            inputs: KeyInputs {
-                kind: "k".into(),
-                version: 1,
-                params: serde_json::json!({}),
-                upstream: vec![],
-                external: vec![],
-                names: None,
-            },
-            experiment: "e".into(),
-            variant: "default".into(),
-            stage: "s".into(),
-            external_paths: Default::default(),
-            started_unix: 100,
-            seconds: 2.0,
-            host: "h".into(),
-            engine_version: "0".into(),
-            outputs: vec![],
-            summary: Default::default(),
-        };
+        let record = Record { started_unix: 100, seconds: 2.0, ..crate::record::test_record(k) };
         store.publish(temp, record, None, &lock).unwrap();
     }
 

@@ -9,6 +9,7 @@ mod detect;
 mod device;
 mod fault;
 mod optim;
+mod python_env;
 mod tensorboard;
 mod tile_infer;
 mod tiled;

@@ -7,7 +7,7 @@
 //! the train stage's RetinaNet with that backbone and loads the file into it (names and shapes
 //! checked), and only then renames it into place.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -31,22 +31,6 @@ pub fn published(backbone: WeightsBackbone) -> (BackboneKind, &'static str) {
             (BackboneKind::Resnet50, "https://download.pytorch.org/models/resnet50-0676ba61.pth")
         }
     }
-}
-
-/// The pipeline's Python: `$PIPELINE_PYTHON` (bin/env.sh sets it), else where
-/// `bin/install-python-env` puts it.
-fn pipeline_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PIPELINE_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("PIPELINE_HOME").filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-        cache.join("midog-pipeline")
-    });
-    home.join("torch-2.11.0/bin/python")
 }
 
 pub fn fetch(a: &WeightsFetchArgs) -> Result<()> {
@@ -95,7 +79,7 @@ pub fn fetch(a: &WeightsFetchArgs) -> Result<()> {
 
 /// Runs the conversion in the pipeline's Python; returns the number of tensors written.
 fn convert(source: &str, partial: &Path, meta: &serde_json::Value) -> Result<usize> {
-    let python = pipeline_python();
+    let python = crate::python_env::pipeline_python();
     let out = Command::new(&python)
         .arg("-c")
         .arg(SCRIPT)

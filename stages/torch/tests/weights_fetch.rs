@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-#[path = "../../model/tests/common/python.rs"]
+#[path = "../src/python_env.rs"]
 mod python;
 use python::pipeline_python;
 
