@@ -11,11 +11,24 @@ pub struct ParamError {
     pub path: Vec<String>,
     pub message: String,
     pub help: Option<String>,
+    /// Set when the parameter is fine but names a file that is not there (yet): the data has not
+    /// been downloaded. `status` and `dag` still plan the experiment; `run` refuses.
+    pub missing_input: Option<PathBuf>,
 }
 
 impl ParamError {
     pub fn new(path: &[&str], message: impl Into<String>) -> Self {
-        ParamError { path: path.iter().map(|s| s.to_string()).collect(), message: message.into(), help: None }
+        ParamError {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            message: message.into(),
+            help: None,
+            missing_input: None,
+        }
+    }
+
+    /// A parameter naming an input `file` that does not exist.
+    pub fn missing_input(path: &[&str], file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        ParamError { missing_input: Some(file.into()), ..ParamError::new(path, message) }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {

@@ -192,6 +192,20 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
+/// A distinct key per `n`, for tests of the store and what sits on it.
+#[cfg(test)]
+pub(crate) fn test_key(n: u8) -> StageKey {
+    KeyInputs {
+        kind: format!("k{n}"),
+        version: 1,
+        params: serde_json::json!({}),
+        upstream: vec![],
+        external: vec![],
+        names: None,
+    }
+    .key()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,8 @@
 //!
 //! Layers, lowest first (a module uses only those above it in this list):
 //! `error`, `paramdoc`, `atomic`, `key`, `inputs`, `spec` (leaves) → `schema_check`, `typed`,
-//! `record`, `filedigest`, `explain`, `progress` → `store` → `exec::events`, `exec::job`, `context`
-//! → `stage` → `plan` → `exec` → `cli`.
+//! `record`, `filedigest`, `explain`, `progress` → `store` → `view` (results views) →
+//! `exec::events`, `exec::job`, `context` → `stage` → `plan` → `exec` → `cli`.
 
 pub mod atomic;
 pub mod cli;
@@ -29,6 +29,7 @@ pub mod spec;
 pub mod stage;
 pub mod store;
 mod typed;
+pub mod view;
 
 pub use atomic::write_atomic;
 pub use context::{Progress, StageContext};

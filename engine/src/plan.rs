@@ -33,9 +33,42 @@ pub struct PlannedStage {
     pub external: Vec<ExternalFile>,
     pub resources: Resources,
     pub worker: Option<&'static str>,
+    /// The kind's main output files ([`crate::stage::StageDef::HIGHLIGHTS`]).
+    pub highlights: &'static [&'static str],
     pub location: Option<Location>,
     /// Where this stage's relative path params resolve (see [`crate::stage::StageDef::PATH_PARAMS`]).
     pub params_dir: PathBuf,
+    /// Why the stage cannot run yet; only plans made with [`MissingInputs::Allow`] have any,
+    /// and their keys are then placeholders that no store holds.
+    pub blocked: Option<Blocked>,
+}
+
+/// What keeps a planned stage from running: its data is not there yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// One of its external input files does not exist (e.g. a dataset not downloaded yet).
+    InputMissing(PathBuf),
+    /// An upstream stage (named) is blocked by a missing input.
+    WaitingFor(String),
+}
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blocked::InputMissing(p) => write!(f, "input missing: {}", crate::progress::display_path(p).display()),
+            Blocked::WaitingFor(stage) => write!(f, "waiting for `{stage}`, whose input is missing"),
+        }
+    }
+}
+
+/// Whether a plan may be made while input files are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingInputs {
+    /// A missing input is an error naming it (what `run` needs).
+    Refuse,
+    /// Stages with missing inputs and their descendants are marked [`Blocked`] (what `dag` and
+    /// `status` need to show an experiment before its data is downloaded).
+    Allow,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +111,28 @@ impl Plan {
         variants: &[String],
         verify: bool,
     ) -> Result<Plan, SpecError> {
+        Plan::load_with(path, registry, store, variants, verify, MissingInputs::Refuse)
+    }
+
+    /// [`Plan::load`] that plans stages whose input files are missing as [`Blocked`].
+    pub fn load_for_planning(
+        path: &Path,
+        registry: &Registry,
+        store: &Store,
+        variants: &[String],
+        verify: bool,
+    ) -> Result<Plan, SpecError> {
+        Plan::load_with(path, registry, store, variants, verify, MissingInputs::Allow)
+    }
+
+    fn load_with(
+        path: &Path,
+        registry: &Registry,
+        store: &Store,
+        variants: &[String],
+        verify: bool,
+        missing: MissingInputs,
+    ) -> Result<Plan, SpecError> {
         let mut exp = Experiment::load(path)?;
         for v in variants {
             if !exp.variants.iter().any(|x| &x.name == v) {
@@ -93,7 +148,7 @@ impl Plan {
             exp.variants.retain(|x| variants.contains(&x.name));
         }
         let mut memo = DigestMemo::load(&store.memo_path(), verify);
-        let plan = Plan::build(exp, registry, &mut memo)?;
+        let plan = Plan::build_with(exp, registry, &mut memo, missing)?;
         if let Err(e) = memo.save() {
             tracing::warn!("could not save the input digest memo: {e}");
         }
@@ -101,12 +156,21 @@ impl Plan {
     }
 
     pub fn build(experiment: Experiment, registry: &Registry, memo: &mut DigestMemo) -> Result<Plan, SpecError> {
+        Plan::build_with(experiment, registry, memo, MissingInputs::Refuse)
+    }
+
+    pub fn build_with(
+        experiment: Experiment,
+        registry: &Registry,
+        memo: &mut DigestMemo,
+        missing: MissingInputs,
+    ) -> Result<Plan, SpecError> {
         // [run] and the back-ends' tables first: a misspelt table is reported before anything
         // that depends on it, and on every command, not only when stages are run.
         let run = RunConfig::from_experiment(&experiment, registry.kinds())?;
         let mut variants = Vec::new();
         for variant in &experiment.variants {
-            variants.push(plan_variant(&experiment, variant, registry, memo)?);
+            variants.push(plan_variant(&experiment, variant, registry, memo, missing)?);
         }
         let mut jobs: Vec<Job> = Vec::new();
         let mut by_key: HashMap<StageKey, usize> = HashMap::new();
@@ -132,6 +196,11 @@ impl Plan {
     pub fn job_of(&self, key: &StageKey) -> Option<usize> {
         self.jobs.iter().position(|j| &j.key == key)
     }
+
+    /// Whether some stage waits for a missing input (only with [`MissingInputs::Allow`]).
+    pub fn is_blocked(&self) -> bool {
+        self.variants.iter().any(|v| v.stages.values().any(|s| s.blocked.is_some()))
+    }
 }
 
 fn plan_variant(
@@ -139,6 +208,7 @@ fn plan_variant(
     variant: &Variant,
     registry: &Registry,
     memo: &mut DigestMemo,
+    missing: MissingInputs,
 ) -> Result<VariantPlan, SpecError> {
     let (tables, sources) = exp.stage_tables(variant)?;
     let file = &exp.path;
@@ -249,13 +319,40 @@ fn plan_variant(
             .find_map(|p| sources.exact_key(&path_of(&["stages", &name, p])))
             .map(|loc| loc.file.parent().map(Path::to_path_buf).unwrap_or_default())
             .unwrap_or_else(|| exp.dir.clone());
-        let inputs_list = t.stage.external_inputs(&t.params, &params_dir).map_err(|e| {
-            let mut p = path_of(&["stages", &name]);
-            p.extend(e.path.iter().cloned());
-            let mut err = SpecError::at(sources.key(&p), file, in_variant(format!("stage `{name}`: {}", e.message)));
-            err.help = e.help.clone();
-            err
-        })?;
+        // A missing input of its own says more (what to download) than waiting for upstream.
+        let mut blocked = None;
+        let inputs_list = match t.stage.external_inputs(&t.params, &params_dir) {
+            Ok(list) => list,
+            Err(e) if missing == MissingInputs::Allow && e.missing_input.is_some() => {
+                blocked = e.missing_input.map(Blocked::InputMissing);
+                Vec::new()
+            }
+            Err(e) => {
+                let mut p = path_of(&["stages", &name]);
+                p.extend(e.path.iter().cloned());
+                let mut err =
+                    SpecError::at(sources.key(&p), file, in_variant(format!("stage `{name}`: {}", e.message)));
+                err.help = e.help.clone();
+                return Err(err);
+            }
+        };
+        let inputs_list: Vec<_> = if missing == MissingInputs::Allow {
+            // Listed files that are not there block the stage; its key is then a placeholder.
+            let (present, absent): (Vec<_>, Vec<_>) = inputs_list.into_iter().partition(|i| i.path.exists());
+            if let Some(first) = absent.first() {
+                blocked = blocked.or(Some(Blocked::InputMissing(first.path.clone())));
+            }
+            present
+        } else {
+            inputs_list
+        };
+        blocked = blocked.or_else(|| {
+            t.needs.iter().find_map(|n| match &stages[n].blocked {
+                Some(Blocked::InputMissing(_)) => Some(Blocked::WaitingFor(n.clone())),
+                Some(waiting) => Some(waiting.clone()),
+                None => None,
+            })
+        });
         let paths: Vec<_> = inputs_list.iter().map(|i| i.path.clone()).collect();
         let digests = memo.digests(&paths).map_err(|e| {
             SpecError::at(
@@ -286,7 +383,7 @@ fn plan_variant(
             variant: variant.name.clone(),
             stage: name.clone(),
         });
-        let inputs = KeyInputs {
+        let mut inputs = KeyInputs {
             kind: t.kind.to_string(),
             version: t.stage.version(),
             params: key_params,
@@ -297,6 +394,12 @@ fn plan_variant(
                 .collect(),
             names,
         };
+        if let Some(Blocked::InputMissing(path)) = &blocked {
+            // Not a digest any file can have: no store holds this key, nothing runs under it.
+            inputs
+                .external
+                .push(ExternalDigest { name: format!("missing:{}", path.display()), digest: "missing".into() });
+        }
         // Ancestors, nearest first (breadth-first over needs).
         let mut ancestors: Vec<String> = Vec::new();
         let mut frontier = t.needs.clone();
@@ -319,6 +422,7 @@ fn plan_variant(
                 key: inputs.key(),
                 resources: t.stage.resources(&t.params),
                 worker: t.stage.worker(),
+                highlights: t.stage.highlights(),
                 inputs,
                 params: t.params.clone(),
                 needs: t.needs.clone(),
@@ -326,6 +430,7 @@ fn plan_variant(
                 external,
                 location: sources.key(&path_of(&["stages", &name])).cloned(),
                 params_dir,
+                blocked,
             },
         );
     }

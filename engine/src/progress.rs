@@ -129,8 +129,62 @@ pub fn human_bytes(b: u64) -> String {
     if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
+/// A Unix time as `2026-12-05 12:11:02 UTC` (proleptic Gregorian, days from civil dates after
+/// Howard Hinnant's algorithm).
+pub fn utc_time(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let rem = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A path as a user types it: `..` resolved (lexically: symbolic links are kept), relative to
+/// the working directory when it lies below it.
+pub fn display_path(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let Ok(cwd) = std::env::current_dir() else { return path.to_path_buf() };
+    let mut clean = std::path::PathBuf::new();
+    for c in cwd.join(path).components() {
+        match c {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    match clean.strip_prefix(&cwd) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".into(),
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) => clean,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn utc_times_are_civil_dates() {
+        assert_eq!(super::utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc_time(1_796_472_662), "2026-12-05 12:11:02 UTC");
+    }
+
+    #[test]
+    fn paths_below_the_working_directory_are_shown_relative() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(super::display_path(&cwd.join("results/x")), std::path::Path::new("results/x"));
+        assert_eq!(super::display_path(std::path::Path::new("/elsewhere/x")), std::path::Path::new("/elsewhere/x"));
+        assert_eq!(super::display_path(std::path::Path::new("experiments/../data/x")), std::path::Path::new("data/x"));
+    }
+
     #[test]
     fn tables_align() {
         let t = super::table(&["a", "bb"], &[vec!["xxx".into(), "y".into()]]);

@@ -59,3 +59,29 @@ pub fn host_name() -> String {
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "unknown".into())
 }
+
+/// A record of `key` with placeholder inputs, for tests of the store and what sits on it.
+#[cfg(test)]
+pub(crate) fn test_record(key: &StageKey) -> Record {
+    Record {
+        key: key.clone(),
+        inputs: KeyInputs {
+            kind: "k".into(),
+            version: 1,
+            params: serde_json::json!({}),
+            upstream: vec![],
+            external: vec![],
+            names: None,
+        },
+        experiment: "e".into(),
+        variant: "default".into(),
+        stage: "s".into(),
+        external_paths: Default::default(),
+        started_unix: 0,
+        seconds: 0.0,
+        host: "h".into(),
+        engine_version: "0".into(),
+        outputs: vec![],
+        summary: Default::default(),
+    }
+}

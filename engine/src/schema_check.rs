@@ -82,6 +82,7 @@ fn check_table(raw: &toml::Table, root: &Value, node: &Value, path: &mut Vec<Str
                     path: path.clone(),
                     message: format!("unknown key `{k}`"),
                     help: Some(help),
+                    missing_input: None,
                 });
             }
         };

@@ -68,6 +68,10 @@ pub trait StageDef: Send + Sync + 'static {
     /// keep names out of their output: they may use them in messages only.
     const NAMES_IN_OUTPUT: bool = false;
 
+    /// The main files of its output, relative to it (a report's `report.html`, a training's
+    /// checkpoint): `pipeline run` ends by printing their paths in the results view.
+    const HIGHLIGHTS: &'static [&'static str] = &[];
+
     /// Checks that go beyond types (ranges, combinations).
     fn validate(_params: &Self::Params) -> Result<(), ParamError> {
         Ok(())
@@ -96,6 +100,7 @@ pub trait Stage: Send + Sync {
     fn non_key_params(&self) -> &'static [&'static str];
     fn path_params(&self) -> &'static [&'static str];
     fn names_in_output(&self) -> bool;
+    fn highlights(&self) -> &'static [&'static str];
     fn can_run(&self) -> bool;
     fn param_docs(&self) -> Vec<ParamDoc>;
     /// Types the raw table, fills defaults, validates, and returns the canonical params.
@@ -144,6 +149,9 @@ impl<S: StageDef> Stage for Typed<S> {
     }
     fn names_in_output(&self) -> bool {
         S::NAMES_IN_OUTPUT
+    }
+    fn highlights(&self) -> &'static [&'static str] {
+        S::HIGHLIGHTS
     }
     fn param_docs(&self) -> Vec<ParamDoc> {
         let schema = schemars::schema_for!(S::Params);

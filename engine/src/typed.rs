@@ -52,11 +52,21 @@ fn param_error_from_serde(path: &mut Vec<String>, message: &str) -> ParamError {
             None if expected.is_empty() => "this table takes no parameters".to_string(),
             None => format!("known keys: {}", expected.join(", ")),
         };
-        return ParamError { path: path.clone(), message: format!("unknown key `{field}`"), help: Some(help) };
+        return ParamError {
+            path: path.clone(),
+            message: format!("unknown key `{field}`"),
+            help: Some(help),
+            missing_input: None,
+        };
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or_default();
-        return ParamError { path: path.clone(), message: format!("missing required key `{field}`"), help: None };
+        return ParamError {
+            path: path.clone(),
+            message: format!("missing required key `{field}`"),
+            help: None,
+            missing_input: None,
+        };
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let given = rest.split('`').next().unwrap_or_default().to_string();
@@ -66,9 +76,14 @@ fn param_error_from_serde(path: &mut Vec<String>, message: &str) -> ParamError {
             Some(s) => format!("did you mean `{s}`?"),
             None => format!("one of: {}", expected.join(", ")),
         };
-        return ParamError { path: path.clone(), message: format!("`{given}` is not a valid value"), help: Some(help) };
+        return ParamError {
+            path: path.clone(),
+            message: format!("`{given}` is not a valid value"),
+            help: Some(help),
+            missing_input: None,
+        };
     }
-    ParamError { path: path.clone(), message: message.to_string(), help: None }
+    ParamError { path: path.clone(), message: message.to_string(), help: None, missing_input: None }
 }
 
 #[cfg(test)]

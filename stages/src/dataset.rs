@@ -118,7 +118,7 @@ impl StageDef for DatasetStage {
         let dir = base.join(root);
         let json = dir.join("MIDOG.json");
         if !json.is_file() {
-            return Err(ParamError::new(&["root"], format!("no MIDOG.json in {}", dir.display()))
+            return Err(ParamError::missing_input(&["root"], &json, format!("no MIDOG.json in {}", dir.display()))
                 .with_help("`root` is relative to the experiment file and must hold MIDOG.json and the .tiff images"));
         }
         let midog = MidogJson::load(&json).map_err(|e| ParamError::new(&["root"], e.to_string()))?;

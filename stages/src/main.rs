@@ -15,7 +15,14 @@ fn main() -> ExitCode {
     let registry = stages::registry();
     let result = match cli.command {
         Command::Engine(cmd) => return engine::cli::execute(cmd, &registry),
-        Command::Detect(_) | Command::Bench(BenchCommand::Train(_)) | Command::Bench(BenchCommand::Infer(_)) => {
+        Command::Detect(a) if a.experiment.is_some() => {
+            engine::cli::init_tracing();
+            return stages::cli::detect::run(&a, &registry).unwrap_or_else(|e| engine::cli::report_error(&e));
+        }
+        Command::Detect(_)
+        | Command::Weights(_)
+        | Command::Bench(BenchCommand::Train(_))
+        | Command::Bench(BenchCommand::Infer(_)) => {
             return forward_to_torch_worker();
         }
         Command::Inspect(a) => stages::cli::inspect::run(a),

@@ -45,6 +45,7 @@ impl StageDef for ReportStage {
     const NEEDS: &'static [&'static str] = &["score"];
     // Titles, legends and plot file names show the experiment, variant and score stage names.
     const NAMES_IN_OUTPUT: bool = true;
+    const HIGHLIGHTS: &'static [&'static str] = &["report.html", "report.parquet"];
 
     fn validate(p: &ReportParams) -> Result<(), engine::ParamError> {
         if !(32..=1024).contains(&p.crop_px) {

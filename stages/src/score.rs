@@ -83,6 +83,7 @@ impl StageDef for ScoreStage {
     const VERSION: u32 = 1;
     const SUMMARY: &'static str = "MIDOG F1 per scanner: threshold chosen on validation, applied to test";
     const NEEDS: &'static [&'static str] = &["nms"];
+    const HIGHLIGHTS: &'static [&'static str] = &["detections_midog.json"];
 
     fn validate(p: &ScoreParams) -> Result<(), ParamError> {
         if p.radius_um.is_nan() || p.radius_um <= 0.0 {

@@ -71,20 +71,31 @@ fn gc_during_a_run_in_another_process_removes_nothing_the_run_uses_and_the_run_s
 
     // Keeping another experiment, keeping nothing named, keeping the running one: the running
     // experiment's `source` (which `slow` is about to read) survives all three.
+    // The old `slow` and `after` are in busy's results view (its last run), with the `source`
+    // the run uses: kept, unless told.
     let out = gc(&p, &["--keep", "other.toml"]);
+    assert!(out.contains("removed 0 entries"), "{out}");
+    assert!(out.contains("kept 3 more entries that results views point to (results/busy)"), "{out}");
+    let out = gc(&p, &["--keep", "other.toml", "--ignore-results"]);
     assert!(out.contains("removed 2 entries"), "the old `slow` and `after` go:\n{out}");
     assert!(out.contains("in use by running pipelines: pipeline run busy.toml (pid "), "{out}");
     assert!(out.contains("on disk"), "{out}");
+    // ... and their links left the view first; the running one's `source` stays in it.
+    assert!(!p.path("results/busy/slow").exists() && !p.path("results/busy/after").exists());
+    assert!(p.path("results/busy/source/data.txt").is_file());
     gc(&p, &[]);
-    gc(&p, &["--keep", "busy.toml"]);
+    gc(&p, &["--keep", "busy.toml", "--ignore-results"]);
 
     let out = run.wait_with_output().unwrap();
     assert!(out.status.success(), "the run died under gc:\n{}\n{}", stdout(&out), stderr(&out));
     let r = statuses(&out);
     assert_eq!(r["source"], "cached", "{r:?}");
     assert_eq!(with_status(&r, "ran"), ["after", "slow"], "{r:?}");
-    // Its three entries; the last gc kept only busy.toml, so other.toml's entry went.
+    // Its three entries; the last gc kept only busy.toml, so other.toml's entry went, and
+    // with it other's link to it.
     assert_eq!(p.published().len(), 3);
+    assert!(!p.path("results/other/source").exists());
+    assert!(p.path("results/busy/slow/data.txt").is_file(), "the run's end put its stages in the view");
     assert!(p.run_json("busy.toml").values().all(|s| s == "cached"));
 }
 

@@ -7,7 +7,10 @@
 //! not fight over the two cores CI has.
 
 mod common;
+#[path = "../../stages/torch/src/python_env.rs"]
+mod python;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -83,12 +86,7 @@ fn quickstart_runs_end_to_end_learns_and_reruns_only_what_changed() {
     for f in ["checkpoints/best.safetensors", "checkpoints/last.safetensors", "loss.png", "val_f1.png"] {
         assert!(train.join(f).is_file(), "train output lacks {f}");
     }
-    assert!(
-        std::fs::read_dir(train.join("tensorboard"))
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents"))
-    );
+    check_tensorboard(&train, &metrics);
 
     let report = out_dir(&p, &key_of(&p, "exp.toml", "report"));
     for f in [
@@ -116,6 +114,46 @@ fn quickstart_runs_end_to_end_learns_and_reruns_only_what_changed() {
     p.write("exp.toml", &format!("{text}\n[stages.nms]\nradius_px = 20\n"));
     let edited = p.run_json("exp.toml");
     assert_eq!(with_status(&edited, "ran"), ["nms", "report", "score"], "{edited:?}");
+
+    // 4b. The results view: the run ends with the paths of its main files, and they are there.
+    let out = p.run(&["run", "exp.toml"]);
+    let text = stdout(&out);
+    for (stage, file) in [
+        ("report", "results/quickstart-ci/report/report.html"),
+        ("train", "results/quickstart-ci/train/checkpoints/best.safetensors"),
+        ("score", "results/quickstart-ci/score/detections_midog.json"),
+    ] {
+        assert!(text.lines().any(|l| l.trim_start().starts_with(stage) && l.ends_with(file)), "no {file}:\n{text}");
+        assert!(p.path(file).is_file(), "{file}");
+    }
+    let shown = p.run(&["show", "exp.toml", "report", "--path"]);
+    assert!(PathBuf::from(stdout(&shown).trim()).join("report.html").is_file(), "{}", stdout(&shown));
+
+    // 4c. `detect --experiment` is `detect --checkpoint <that checkpoint>` with the experiment's
+    // tile_infer and nms params and the threshold chosen on validation (radius 20 from step 4).
+    let images = dataset_test_images(&p);
+    let mut args = vec!["detect", "--experiment", "exp.toml", "-o", "from_experiment.json"];
+    args.extend(images.iter().map(|s| s.as_str()));
+    let from_exp = p.run(&args);
+    assert!(from_exp.status.success(), "{}", stderr(&from_exp));
+    let err = stderr(&from_exp);
+    let same_as = err.lines().skip_while(|l| !l.ends_with("the same as:")).nth(1).unwrap_or_else(|| panic!("{err}"));
+    let explicit: Vec<&str> = same_as.trim().strip_prefix("pipeline ").unwrap().split(' ').collect();
+    for part in ["--radius-px 20 ", "--threshold ", "results/quickstart-ci/train/checkpoints/best.safetensors"] {
+        assert!(same_as.contains(part), "{part}: {same_as}");
+    }
+    let explicit: Vec<&str> =
+        explicit.iter().map(|a| if *a == "from_experiment.json" { "from_checkpoint.json" } else { a }).collect();
+    let from_ckpt = p.run(&explicit);
+    assert!(from_ckpt.status.success(), "{}", stderr(&from_ckpt));
+    let (a, b) = (
+        std::fs::read(p.path("from_experiment.json")).unwrap(),
+        std::fs::read(p.path("from_checkpoint.json")).unwrap(),
+    );
+    assert_eq!(a, b, "detect --experiment and its explicit form differ");
+    let dets: serde_json::Value = serde_json::from_slice(&a).unwrap();
+    let points: usize = dets.as_object().unwrap().values().map(|v| v["points"].as_array().unwrap().len()).sum();
+    assert!(points > 0, "no detections above the chosen threshold on the test images: nothing was compared");
 
     // 5. Export: one row per split and scanner, params and metrics as columns, readable by polars.
     let export = p.run(&["export", "exp.toml", "-o", "results.parquet"]);
@@ -186,6 +224,90 @@ fn quickstart_runs_end_to_end_learns_and_reruns_only_what_changed() {
     ]);
     assert!(crop.status.success(), "{}", stderr(&crop));
     assert!(stdout(&crop).contains("tiled") && p.path("crop.png").is_file(), "{}", stdout(&crop));
+}
+
+/// The train stage's event file, read back with the real `tensorboard` package: the losses every
+/// `log_every` (10) steps as window means that add up to the epoch means, the learning rate at
+/// every step, the epoch means and every validation as in `metrics.parquet`.
+fn check_tensorboard(train: &Path, metrics: &DataFrame) {
+    let script = r#"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+ea = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0})
+ea.Reload()
+print(json.dumps({t: [[e.step, e.value] for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}))
+"#;
+    let out = std::process::Command::new(python::pipeline_python())
+        .args(["-c", script])
+        .arg(train.join("tensorboard"))
+        .output()
+        .expect("the pipeline's Python");
+    assert!(
+        out.status.success(),
+        "reading the event file with tensorboard failed (bin/install-python-env --extras installs it):\n{}",
+        stderr(&out)
+    );
+    let tags: BTreeMap<String, Vec<(i64, f64)>> = serde_json::from_slice(&out.stdout).unwrap();
+    let col = |name: &str| -> Vec<f64> { metrics.column(name).unwrap().f64().unwrap().into_no_null_iter().collect() };
+    let steps: Vec<i64> =
+        metrics.column("step").unwrap().u64().unwrap().into_no_null_iter().map(|s| s as i64).collect();
+    let total = *steps.last().unwrap();
+    // Every step's learning rate; the epochs' values in metrics.parquet are their last steps'.
+    let lr = &tags["lr"];
+    assert_eq!(lr.iter().map(|p| p.0).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>());
+    for (step, epoch_lr) in steps.iter().zip(col("lr")) {
+        assert!((lr[*step as usize - 1].1 - epoch_lr).abs() <= 1e-6 * epoch_lr.abs(), "lr at {step}");
+    }
+    // Epoch means and validations at the epochs' last steps.
+    let at_epochs = |tag: &str, want: Vec<f64>| {
+        let got = &tags[tag];
+        assert_eq!(got.iter().map(|p| p.0).collect::<Vec<_>>(), steps, "{tag}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g.1 - w).abs() <= 1e-6 * w.abs().max(1e-6), "{tag}: {} vs {w}", g.1);
+        }
+    };
+    at_epochs("loss/train", col("loss"));
+    at_epochs("loss/val", col("val_loss"));
+    at_epochs("f1/val_patches", col("val_f1"));
+    // Windows of 10 steps restarting at each epoch; their means, weighted by their lengths,
+    // are the epoch means.
+    let windows = &tags["step/loss"];
+    let mut start = 0;
+    let mut w = windows.iter().peekable();
+    for (end, epoch_loss) in steps.iter().zip(col("loss")) {
+        let (mut sum, mut from) = (0.0, start);
+        while let Some(&&(step, mean)) = w.peek() {
+            if step > *end {
+                break;
+            }
+            let len = step - from;
+            assert!(len == 10 || step == *end, "a window of {len} steps ending at {step}");
+            sum += mean * len as f64;
+            from = step;
+            w.next();
+        }
+        assert_eq!(from, *end, "the epoch's last window ends with it");
+        let mean = sum / (end - start) as f64;
+        assert!((mean - epoch_loss).abs() <= 1e-5 * epoch_loss.abs(), "windows {mean} vs epoch {epoch_loss}");
+        start = *end;
+    }
+    for tag in ["step/loss_classification", "step/loss_box", "loss/train_box", "throughput/img_per_s"] {
+        assert!(!tags[tag].is_empty(), "{tag} missing: {:?}", tags.keys());
+    }
+}
+
+/// The test images of the experiment's split, as paths in its dataset entry.
+fn dataset_test_images(p: &Project) -> Vec<String> {
+    let score = out_dir(p, &key_of(p, "exp.toml", "score"));
+    let scores: serde_json::Value = serde_json::from_slice(&std::fs::read(score.join("scores.json")).unwrap()).unwrap();
+    let images = out_dir(p, &key_of(p, "exp.toml", "dataset")).join("images");
+    scores["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["split"] == "test")
+        .map(|i| images.join(i["file_name"].as_str().unwrap()).to_string_lossy().into_owned())
+        .collect()
 }
 
 /// A tiny training experiment (dataset and patches as small as they go).

@@ -100,6 +100,41 @@ fn every_shipped_experiment_resolves() {
 }
 
 #[test]
+fn midog_baseline_is_planned_before_the_data_and_weights_are_there() {
+    // A checkout without data/ and weights/: the shipped file as it is, in a fresh directory.
+    let p = Project::new(pipeline_bin());
+    let shipped = std::fs::read_to_string(experiments().join("midog-baseline.toml")).unwrap();
+    p.write("experiments/midog-baseline.toml", &shipped);
+    let file = "experiments/midog-baseline.toml";
+    let out = p.run(&["status", file]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}
+{}",
+        stderr(&out)
+    );
+    let row =
+        |stage: &str| text.lines().find(|l| l.starts_with(&format!("{stage} "))).unwrap_or_else(|| panic!("{text}"));
+    assert!(row("dataset").contains("input missing") && row("dataset").ends_with(" data/midog/MIDOG.json"), "{text}");
+    let weights = " weights/resnet18-imagenet.safetensors";
+    assert!(row("train").contains("input missing") && row("train").ends_with(weights), "{text}");
+    for stage in ["split", "sample", "tile_infer", "nms", "score", "report"] {
+        assert!(row(stage).contains("waiting for input"), "{stage}: {text}");
+    }
+    assert_eq!(p.run(&["status", file, "--check"]).status.code(), Some(1));
+    let dag = p.run(&["dag", file, "--format", "mermaid"]);
+    assert!(dag.status.success() && stdout(&dag).contains("tile_infer --> nms"), "{}", stdout(&dag));
+    let run = p.run(&["run", file]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(stderr(&run).contains("no MIDOG.json in"), "{}", stderr(&run));
+    // The file names the command that gets its weights, and the command is there.
+    assert!(shipped.contains("bin/pipeline weights fetch resnet18"));
+    let help = p.run(&["weights", "fetch", "--help"]);
+    assert!(help.status.success() && stdout(&help).contains("backbone_weights"), "{}", stderr(&help));
+}
+
+#[test]
 fn cheap_studies_run_end_to_end_with_shared_upstream_computed_once() {
     let p = Project::new(pipeline_bin());
 

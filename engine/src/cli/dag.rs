@@ -1,4 +1,5 @@
-//! `pipeline dag`: the stage graph as text, Graphviz dot or Mermaid.
+//! `pipeline dag`: the stage graph as text, Graphviz dot or Mermaid; drawn also before the
+//! experiment's data is there (the text form then marks the stages waiting for it).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,13 +30,17 @@ pub struct DagArgs {
 
 pub(super) fn dag(a: DagArgs, registry: &Registry) -> Result<ExitCode> {
     let store = Store::open(&a.cache.cache_dir)?;
-    let plan = Plan::load(&a.experiment, registry, &store, &[], false)?;
+    let plan = Plan::load_for_planning(&a.experiment, registry, &store, &[], false)?;
     let vp = &plan.variants[0];
     let mut out = String::new();
     match a.format {
         DagFormat::Text => {
             for (name, s) in &vp.stages {
-                let state = if store.has(&s.key) { "cached" } else { "to run" };
+                let state = match &s.blocked {
+                    Some(b) => b.to_string(),
+                    None if store.has(&s.key) => "cached".to_string(),
+                    None => "to run".to_string(),
+                };
                 if s.needs.is_empty() {
                     out.push_str(&format!("{name} ({})  [{state}]\n", s.kind));
                 } else {

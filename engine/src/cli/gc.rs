@@ -1,5 +1,6 @@
 //! `pipeline gc`: removes what no kept experiment reaches, never what a running pipeline uses
-//! (the rules are the store's, see `store/gc.rs`), and says how big the cache is.
+//! nor (unless `--ignore-results`) what a results view points to (the rules are the store's,
+//! see `store/gc.rs`), and says how big the cache is.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use super::CacheArgs;
 use crate::plan::Plan;
 use crate::progress::{human_bytes, table};
 use crate::stage::Registry;
-use crate::store::{Store, Usage};
+use crate::store::{RootPolicy, Store, Usage};
 
 #[derive(Args, Debug, Clone)]
 pub struct GcArgs {
@@ -22,6 +23,9 @@ pub struct GcArgs {
     /// Only list what would go and how big it is.
     #[arg(long)]
     pub dry_run: bool,
+    /// Results views keep nothing: what they point to goes like the rest, their links to it first.
+    #[arg(long)]
+    pub ignore_results: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -38,7 +42,9 @@ pub(super) fn gc(a: GcArgs, registry: &Registry) -> Result<ExitCode> {
         }
         keep
     };
-    let report = store.gc(&keep, a.dry_run)?;
+    let forget = |keys: &HashSet<crate::key::StageKey>| crate::view::forget(&store, keys);
+    let roots = if a.ignore_results { RootPolicy::Forget(&forget) } else { RootPolicy::Keep };
+    let report = store.gc_with(&keep, a.dry_run, roots)?;
     let rows: Vec<Vec<String>> =
         report.removed.iter().map(|r| vec![r.key.short().to_string(), human_bytes(r.bytes), r.what.clone()]).collect();
     if !rows.is_empty() {
@@ -68,6 +74,22 @@ pub(super) fn gc(a: GcArgs, registry: &Registry) -> Result<ExitCode> {
         human_bytes(report.kept_bytes)
     ));
     println!("{line}");
+    if !report.in_views.is_empty() {
+        let views: Vec<String> = report
+            .views
+            .iter()
+            .map(|index| {
+                let view = index.parent().unwrap_or(index);
+                crate::progress::display_path(view).display().to_string()
+            })
+            .collect();
+        println!(
+            "kept {} more entr{} that results views point to ({}); --ignore-results removes them",
+            report.in_views.len(),
+            if report.in_views.len() == 1 { "y" } else { "ies" },
+            views.join(", ")
+        );
+    }
     if !report.in_use.is_empty() {
         println!(
             "kept {} more entr{} in use by running pipelines: {}",

@@ -6,6 +6,7 @@ mod dag;
 mod explain;
 mod gc;
 mod run;
+mod show;
 mod stages;
 mod status;
 
@@ -18,6 +19,7 @@ pub use self::dag::{DagArgs, DagFormat};
 pub use self::explain::ExplainArgs;
 pub use self::gc::GcArgs;
 pub use self::run::RunArgs;
+pub use self::show::{ShowArgs, ShownStage, find_in_view};
 pub use self::stages::StagesArgs;
 pub use self::status::StatusArgs;
 use crate::exec;
@@ -36,6 +38,13 @@ pub struct CacheArgs {
     pub cache_dir: PathBuf,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct ResultsArgs {
+    /// Where the results views go: DIR/<experiment>/<stage> links to what the last run made.
+    #[arg(long, env = "PIPELINE_RESULTS", default_value = "results", value_name = "DIR")]
+    pub results_dir: PathBuf,
+}
+
 #[derive(Subcommand, Debug, Clone)]
 pub enum EngineCommand {
     /// Run an experiment; only stages whose inputs changed run again.
@@ -46,6 +55,10 @@ pub enum EngineCommand {
     ///
     /// Example: pipeline status experiments/quickstart.toml
     Status(StatusArgs),
+    /// Where a stage's output of the last run is: its path, files, key and when it was made.
+    ///
+    /// Example: open "$(pipeline show experiments/quickstart.toml report --path)/report.html"
+    Show(ShowArgs),
     /// Field-by-field difference of a stage's key inputs now against its last recorded run.
     ///
     /// Example: pipeline explain experiments/quickstart.toml nms
@@ -94,6 +107,7 @@ pub fn execute(cmd: EngineCommand, registry: &Registry) -> ExitCode {
         EngineCommand::ExecStage { job } => return exec::worker::run_job_file(registry, &job),
         EngineCommand::Run(a) => run::run(a, registry),
         EngineCommand::Status(a) => status::status(a, registry),
+        EngineCommand::Show(a) => show::show(a, registry),
         EngineCommand::Explain(a) => explain::explain(a, registry),
         EngineCommand::Dag(a) => dag::dag(a, registry),
         EngineCommand::Gc(a) => gc::gc(a, registry),

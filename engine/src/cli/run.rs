@@ -1,5 +1,6 @@
 //! `pipeline run`: runs what is not cached, with a progress display, a summary table and the
-//! final stages' summaries.
+//! final stages' summaries, then updates the experiment's results view and prints where its
+//! main files are.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -9,14 +10,16 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::{BadInput, CacheArgs, EXIT_INTERRUPTED, EXIT_STAGE_FAILED};
+use super::{BadInput, CacheArgs, EXIT_INTERRUPTED, EXIT_STAGE_FAILED, ResultsArgs};
 use crate::exec::factory::{self, OpenError};
 use crate::exec::{self, ExecutorKind, RunOptions, RunReport, Schedule, Status};
 use crate::key::StageKey;
 use crate::plan::Plan;
-use crate::progress::{RunDisplay, seconds, table};
+use crate::progress::{RunDisplay, display_path, seconds, table};
+use crate::spec::DEFAULT_VARIANT;
 use crate::stage::Registry;
 use crate::store::Store;
+use crate::view::{self, Finished, ResultsDir, ViewError, ViewIndex, ViewUpdate};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -24,6 +27,8 @@ pub struct RunArgs {
     pub experiment: PathBuf,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub results: ResultsArgs,
     /// CPU slots for stages running at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -68,6 +73,10 @@ pub(super) fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
         let schedule = Schedule::new(&plan, &store, &a.force);
         return super::status::print(&plan, &store, &schedule, a.json);
     }
+    let results = ResultsDir::create(&a.results.results_dir).map_err(|e| match e {
+        ViewError::NotADirectory { .. } => anyhow::Error::new(BadInput(e.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
     let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let executor = a.executor.unwrap_or(plan.run.executor);
     // Pin every key of the plan before looking at the cache: a gc from now on keeps what this
@@ -98,13 +107,20 @@ pub(super) fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
     }
     let opts = RunOptions { jobs, gpus: a.gpus, fail_fast: a.fail_fast };
     let report = exec::execute(&plan, &store, &schedule, backend.as_mut(), &opts, &display);
+    // The view changes now, in one step, with what finished; the pin still holds every key.
+    let view = publish_view(&plan, &results, &store, &report, &a.experiment, !a.variant.is_empty());
 
     let rows = result_rows(&plan, &report);
+    let view_path = |r: &ResultRow| -> Option<std::path::PathBuf> {
+        let index = view.as_ref().ok()?;
+        let e = index.entry(&r.variant, &r.stage).filter(|e| e.key == r.key)?;
+        Some(results.view_path(&plan.experiment.name).join(&e.path))
+    };
     if a.json {
         let json: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
-                serde_json::json!({"stage": r.stage, "variant": r.variant, "kind": r.kind, "status": r.status.as_str(), "key": r.key, "seconds": r.seconds})
+                serde_json::json!({"stage": r.stage, "variant": r.variant, "kind": r.kind, "status": r.status.as_str(), "key": r.key, "seconds": r.seconds, "path": view_path(r)})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -133,11 +149,99 @@ pub(super) fn run(a: RunArgs, registry: &Registry) -> Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "\n{}", table(&header, &body))?;
         print_summaries(&plan, &store, &report, &mut out)?;
+        if let Ok(index) = &view {
+            print_view(&plan, &results, index, &a.experiment, &mut out)?;
+        }
+    }
+    if let Err(e) = &view {
+        eprintln!("error: the results view was not updated: {e}");
     }
     if report.interrupted {
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
-    Ok(if report.failed() { ExitCode::from(EXIT_STAGE_FAILED) } else { ExitCode::SUCCESS })
+    Ok(if report.failed() || view.is_err() { ExitCode::from(EXIT_STAGE_FAILED) } else { ExitCode::SUCCESS })
+}
+
+/// Replaces the experiment's results view with the stages this run finished.
+fn publish_view(
+    plan: &Plan,
+    results: &ResultsDir,
+    store: &Store,
+    report: &RunReport,
+    file: &std::path::Path,
+    variants_filtered: bool,
+) -> Result<ViewIndex, ViewError> {
+    let mut planned = Vec::new();
+    let mut finished = Vec::new();
+    for vp in &plan.variants {
+        for (name, s) in &vp.stages {
+            planned.push((vp.variant.name.clone(), name.clone()));
+            let idx = plan.job_of(&s.key).expect("every stage has a job");
+            if report.outcomes[idx].status.succeeded() {
+                finished.push(Finished {
+                    variant: vp.variant.name.clone(),
+                    stage: name.clone(),
+                    kind: s.kind.clone(),
+                    key: s.key.clone(),
+                    highlights: s.highlights,
+                });
+            }
+        }
+    }
+    let variants_run: Vec<String> = plan.variants.iter().map(|v| v.variant.name.clone()).collect();
+    view::publish(
+        results,
+        store,
+        ViewUpdate {
+            experiment: &plan.experiment.name,
+            file,
+            planned: &planned,
+            variants_run: &variants_run,
+            other_variants_stay: variants_filtered,
+            by_variant: variants_run.iter().any(|v| v != DEFAULT_VARIANT),
+            finished,
+        },
+    )
+}
+
+/// Where the results are: the view, and the main files of its stages (of the final stages
+/// only, in a sweep).
+fn print_view(
+    plan: &Plan,
+    results: &ResultsDir,
+    index: &ViewIndex,
+    file: &std::path::Path,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let root = results.view_path(&plan.experiment.name);
+    let needed: HashSet<(&str, &str)> = plan
+        .variants
+        .iter()
+        .flat_map(|vp| {
+            vp.stages.values().flat_map(move |s| s.needs.iter().map(move |n| (vp.variant.name.as_str(), n.as_str())))
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for e in &index.entries {
+        if !index.is_latest(e) || (index.by_variant && needed.contains(&(e.variant.as_str(), e.stage.as_str()))) {
+            continue;
+        }
+        for h in &e.highlights {
+            let label = if index.by_variant { format!("{} [{}]", e.stage, e.variant) } else { e.stage.clone() };
+            rows.push((label, display_path(&root.join(&e.path).join(h)).display().to_string()));
+        }
+    }
+    let width = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+    writeln!(
+        out,
+        "\nresults: {}/   (pipeline show {} STAGE)",
+        display_path(&root).display(),
+        display_path(file).display()
+    )?;
+    for (label, path) in rows {
+        writeln!(out, "  {label:<width$}  {path}")?;
+    }
+    Ok(())
 }
 
 struct ResultRow {

@@ -1,5 +1,6 @@
 //! `pipeline status` (and `run --dry-run`): each stage cached or to run, and why; jobs that a
-//! back-end still has queued or running for it.
+//! back-end still has queued or running for it. An experiment whose data is not there yet is
+//! still shown: the stage missing an input says which, its descendants wait for it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use clap::Args;
 use super::CacheArgs;
 use crate::exec::{Schedule, factory};
 use crate::explain;
-use crate::plan::Plan;
+use crate::plan::{Blocked, Plan};
 use crate::progress::table;
 use crate::stage::Registry;
 use crate::store::Store;
@@ -20,16 +21,26 @@ pub struct StatusArgs {
     pub experiment: PathBuf,
     #[command(flatten)]
     pub cache: CacheArgs,
+    /// One JSON array of `{stage, variant, kind, status, key, reasons}`.
     #[arg(long)]
     pub json: bool,
+    /// Rehash every external input instead of trusting unchanged (inode, size, mtime).
     #[arg(long)]
     pub verify: bool,
+    /// Exit with 1 unless every stage is cached (something would run, or an input is missing).
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub(super) fn status(a: StatusArgs, registry: &Registry) -> Result<ExitCode> {
     let store = Store::open(&a.cache.cache_dir)?;
-    let plan = Plan::load(&a.experiment, registry, &store, &[], a.verify)?;
-    print(&plan, &store, &Schedule::new(&plan, &store, &[]), a.json)
+    let plan = Plan::load_for_planning(&a.experiment, registry, &store, &[], a.verify)?;
+    let schedule = Schedule::new(&plan, &store, &[]);
+    let code = print(&plan, &store, &schedule, a.json)?;
+    if a.check && (schedule.to_run().next().is_some() || plan.is_blocked()) {
+        return Ok(ExitCode::from(super::EXIT_STAGE_FAILED));
+    }
+    Ok(code)
 }
 
 /// Prints what `schedule` will run of `plan`, and why.
@@ -42,6 +53,23 @@ pub(super) fn print(plan: &Plan, store: &Store, schedule: &Schedule, json: bool)
     for vp in &plan.variants {
         for (name, s) in &vp.stages {
             let idx = plan.job_of(&s.key).expect("every stage has a job");
+            if let Some(blocked) = &s.blocked {
+                let (state, json_state) = match blocked {
+                    Blocked::InputMissing(_) => ("input missing", "input_missing"),
+                    Blocked::WaitingFor(_) => ("waiting for input", "waiting"),
+                };
+                out_json.push(serde_json::json!({
+                    "stage": name, "variant": vp.variant.name, "kind": s.kind, "status": json_state,
+                    "key": null, "reasons": [blocked.to_string()],
+                }));
+                let mut row = vec![name.clone()];
+                if plan.variants.len() > 1 {
+                    row.push(vp.variant.name.clone());
+                }
+                row.extend([s.kind.clone(), state.to_string(), blocked.to_string()]);
+                rows.push(row);
+                continue;
+            }
             let cached = !schedule.runs(idx);
             let reasons = if schedule.is_forced(idx) {
                 vec![explain::Reason::Forced]

@@ -3,6 +3,7 @@
 //! | kept                                                        | removed                              |
 //! |-------------------------------------------------------------|--------------------------------------|
 //! | entries whose key is in the keep set (the caller's choice)   | every other published entry          |
+//! | entries a results view points to (a root), unless [`RootPolicy::Forget`] | (with `Forget`: their links in the views, first) |
 //! | entries, resume state and logs of keys a live [`Pin`] holds  | resume state (`work/<key>/`), logs and job files of keys neither kept nor pinned |
 //! | anything of a key whose lock is held (a stage running now)   | stale temporaries (`tmp/`) of killed runs, pins of dead processes |
 //! | `locks/` (removing a lock file would race with its users)   |                                      |
@@ -36,6 +37,17 @@ impl Usage {
     }
 }
 
+/// What gc does with the entries that roots (results views) point to.
+#[derive(Clone, Copy)]
+pub enum RootPolicy<'a> {
+    /// Keep them.
+    Keep,
+    /// Treat them like any other entry. Before anything is removed, `forget` gets the keys
+    /// that will go (the lock on each held), so the roots drop them first and never point at
+    /// a removed entry.
+    Forget(&'a dyn Fn(&HashSet<StageKey>) -> Result<(), StoreError>),
+}
+
 /// What gc removed (or, in a dry run, would remove).
 #[derive(Debug, Clone)]
 pub struct Removal {
@@ -54,6 +66,10 @@ pub struct GcReport {
     pub removed: Vec<Removal>,
     /// Entries outside the keep set that stayed because a running process uses them.
     pub in_use: Vec<(StageKey, String)>,
+    /// Entries outside the keep set that stayed because a results view points to them.
+    pub in_views: Vec<StageKey>,
+    /// The index files of the views that kept them.
+    pub views: Vec<std::path::PathBuf>,
     /// Entries kept because they are in the keep set, and their size.
     pub kept_entries: usize,
     pub kept_bytes: u64,
@@ -70,9 +86,27 @@ impl Store {
         Usage { areas: AREAS.iter().map(|&name| AreaUsage { name, bytes: dir_size(&self.root.join(name)) }).collect() }
     }
 
-    /// Removes what neither `keep` nor a running process needs (see the module docs).
+    /// Removes what neither `keep`, a results view nor a running process needs (see the module
+    /// docs).
     pub fn gc(&self, keep: &HashSet<StageKey>, dry_run: bool) -> Result<GcReport, StoreError> {
+        self.gc_with(keep, dry_run, RootPolicy::Keep)
+    }
+
+    /// [`Store::gc`] with a choice about what results views point to.
+    pub fn gc_with(&self, keep: &HashSet<StageKey>, dry_run: bool, roots: RootPolicy) -> Result<GcReport, StoreError> {
         let _gc = self.gc_lock(true)?;
+        // Read under the lock: a view being replaced holds it shared, so this sees whole views.
+        let live_roots = self.roots(!dry_run)?;
+        let mut root_keys: HashSet<StageKey> = HashSet::new();
+        let mut root_of: std::collections::HashMap<StageKey, usize> = std::collections::HashMap::new();
+        if matches!(roots, RootPolicy::Keep) {
+            for (i, r) in live_roots.iter().enumerate() {
+                for k in &r.keys {
+                    root_keys.insert(k.clone());
+                    root_of.entry(k.clone()).or_insert(i);
+                }
+            }
+        }
         let before = self.usage();
         let pinned = self.pinned(!dry_run);
         if let Some(path) = pinned.unreadable.first() {
@@ -85,6 +119,8 @@ impl Store {
             dry_run,
             removed: Vec::new(),
             in_use: Vec::new(),
+            in_views: Vec::new(),
+            views: Vec::new(),
             kept_entries: 0,
             kept_bytes: 0,
             holders: pinned.holders.clone(),
@@ -93,10 +129,17 @@ impl Store {
         };
         let published = self.objects();
         let published_keys: HashSet<&StageKey> = published.iter().map(|(k, _)| k).collect();
+        let mut views_used = std::collections::BTreeSet::new();
+        let mut doomed = Vec::new();
         for (key, size) in &published {
             if keep.contains(key) {
                 report.kept_entries += 1;
                 report.kept_bytes += size;
+                continue;
+            }
+            if root_keys.contains(key) {
+                report.in_views.push(key.clone());
+                views_used.insert(root_of[key]);
                 continue;
             }
             if pinned.keys.contains(key) {
@@ -115,11 +158,22 @@ impl Store {
                 .unwrap_or_else(|| "?".into());
             let side: u64 =
                 dir_size(&self.resume_dir(key)) + self.side_files(key).iter().map(|p| dir_size(p)).sum::<u64>();
-            if !dry_run {
-                self.remove_object(key, &lock)?;
-            }
             report.removed.push(Removal { key: key.clone(), bytes: size + side, what, entry: true });
+            doomed.push((key.clone(), lock));
         }
+        report.views = views_used.into_iter().map(|i| live_roots[i].index.clone()).collect();
+        if !dry_run {
+            if let RootPolicy::Forget(forget) = roots {
+                let keys: HashSet<StageKey> = doomed.iter().map(|(k, _)| k.clone()).collect();
+                if !keys.is_empty() {
+                    forget(&keys)?;
+                }
+            }
+            for (key, lock) in &doomed {
+                self.remove_object(key, lock)?;
+            }
+        }
+        drop(doomed);
 
         // Resume state, logs and job files of keys that were never published (killed, failed,
         // or abandoned attempts).

@@ -39,6 +39,13 @@ impl Store {
         }
     }
 
+    /// Keeps any `gc` of this store from starting (and waits for a running one) while the
+    /// returned lock lives: for work that must see entries stay put, such as replacing a
+    /// results view.
+    pub fn hold_off_gc(&self) -> Result<KeyLock, StoreError> {
+        self.gc_lock(false)
+    }
+
     /// The gc lock: exclusive for `gc`, shared while a pin is created. Blocks (and says so
     /// when it has to wait).
     pub(super) fn gc_lock(&self, exclusive: bool) -> Result<KeyLock, StoreError> {

@@ -13,6 +13,7 @@
 //! jobs/<key>.json          job files handed to workers (local processes or cluster jobs)
 //! memo/files.json          digests of external files by (device, inode, size, mtime)
 //! memo/stages/<kind>/      facts a stage kind memoises by content (e.g. "this image decodes")
+//! roots/<id>.json          indexes outside the store (results views) whose keys gc keeps
 //! ```
 //!
 //! Every file in `jobs/` and `logs/` whose name starts with `<key>.` belongs to that key: the
@@ -26,14 +27,16 @@
 mod gc;
 mod lock;
 mod pin;
+mod roots;
 mod runs;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use self::gc::{AreaUsage, GcReport, Removal, Usage};
+pub use self::gc::{AreaUsage, GcReport, Removal, RootPolicy, Usage};
 pub use self::lock::KeyLock;
 pub use self::pin::Pin;
+pub use self::roots::Root;
 use crate::atomic::{fsync_dir, fsync_tree, unique_suffix};
 use crate::key::StageKey;
 use crate::record::{OutputFile, Record};
@@ -63,7 +66,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError +
 }
 
 /// The store's top-level directories.
-const AREAS: [&str; 9] = ["objects", "tmp", "work", "locks", "pins", "logs", "runs", "jobs", "memo"];
+const AREAS: [&str; 10] = ["objects", "tmp", "work", "locks", "pins", "logs", "runs", "jobs", "memo", "roots"];
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -360,44 +363,10 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::key::KeyInputs;
+    use crate::key::test_key as key;
     use crate::record::LastRun;
 
-    fn key(n: u8) -> StageKey {
-        KeyInputs {
-            kind: format!("k{n}"),
-            version: 1,
-            params: serde_json::json!({}),
-            upstream: vec![],
-            external: vec![],
-            names: None,
-        }
-        .key()
-    }
-
-    fn record(k: &StageKey) -> Record {
-        Record {
-            key: k.clone(),
-            inputs: KeyInputs {
-                kind: "k".into(),
-                version: 1,
-                params: serde_json::json!({}),
-                upstream: vec![],
-                external: vec![],
-                names: None,
-            },
-            experiment: "e".into(),
-            variant: "default".into(),
-            stage: "s".into(),
-            external_paths: Default::default(),
-            started_unix: 0,
-            seconds: 0.0,
-            host: "h".into(),
-            engine_version: "0".into(),
-            outputs: vec![],
-            summary: Default::default(),
-        }
-    }
+    use crate::record::test_record as record;
 
     #[test]
     fn publish_is_all_or_nothing_and_lists_outputs() {

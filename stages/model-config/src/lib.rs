@@ -46,6 +46,17 @@ impl std::str::FromStr for Precision {
     }
 }
 
+impl Precision {
+    /// The name experiment files use: `fp32`, `bf16`, `fp16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        }
+    }
+}
+
 /// Detector family built on the ResNet + FPN trunk (the `detector` tag of [`DetectorConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +96,15 @@ pub enum BackboneKind {
 }
 
 impl BackboneKind {
+    /// The name experiment files and torchvision use: `resnet18`, `resnet34`, `resnet50`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackboneKind::Resnet18 => "resnet18",
+            BackboneKind::Resnet34 => "resnet34",
+            BackboneKind::Resnet50 => "resnet50",
+        }
+    }
+
     /// Channels of C3, C4, C5.
     pub fn out_channels(self) -> [i64; 3] {
         match self {

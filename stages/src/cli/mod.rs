@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod detect;
 pub mod export;
 pub mod inspect;
 pub mod score;
@@ -12,6 +13,11 @@ use std::process::ExitCode;
 /// Runs the same command line in the libtorch worker (`pipeline-torch`), which sits next to
 /// `pipeline`; the front end itself never loads libtorch, so it starts in milliseconds.
 pub fn forward_to_torch_worker() -> ExitCode {
+    exec_torch_worker(std::env::args_os().skip(1).collect())
+}
+
+/// Replaces this process with `pipeline-torch ARGS…`.
+pub fn exec_torch_worker(args: Vec<std::ffi::OsString>) -> ExitCode {
     use std::os::unix::process::CommandExt;
     let exe = match engine::exec::local::worker_exe(Some(crate::TORCH_WORKER)) {
         Ok(p) => p,
@@ -20,7 +26,7 @@ pub fn forward_to_torch_worker() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let err = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
+    let err = std::process::Command::new(&exe).args(args).exec();
     eprintln!("error: cannot start {}: {err}", exe.display());
     ExitCode::from(1)
 }
@@ -46,6 +52,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     #[command(flatten)]
@@ -66,7 +74,9 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Run a trained model over whole images and write official MIDOG JSON detections.
     ///
-    /// Example: pipeline detect --checkpoint best.safetensors data/midog/007.tiff -o dets.json
+    /// Examples:
+    ///   pipeline detect --experiment experiments/quickstart.toml slide.tiff -o dets.json
+    ///   pipeline detect --checkpoint best.safetensors data/midog/007.tiff -o dets.json
     Detect(DetectArgs),
     /// Compare variants: each metric against each swept key, per scanner (table + PNG charts).
     ///
@@ -79,6 +89,46 @@ pub enum Command {
     /// Measure throughput: the patch loader, or training steps.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Pretrained weights for the train stage's `backbone_weights`.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WeightsCommand {
+    /// Download torchvision's ImageNet weights of a ResNet (checksum checked), convert them to
+    /// the safetensors layout the train stage loads, check that they load, and print the
+    /// `backbone_weights = …` line to paste into an experiment.
+    ///
+    /// Runs the pipeline's own Python (`$PIPELINE_PYTHON`, torch only) for the download and the
+    /// conversion; the file lands in `DIR/<backbone>-imagenet.safetensors`. `--from` converts a
+    /// state dict already on disk instead (a `.pth` from torchvision or `torch.save`).
+    ///
+    /// Examples:
+    ///   pipeline weights fetch resnet18
+    ///   pipeline weights fetch resnet50 -o /shared/weights
+    ///   pipeline weights fetch resnet18 --from ~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth
+    Fetch(WeightsFetchArgs),
+}
+
+/// The backbones torchvision publishes ImageNet weights for that the train stage builds.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsBackbone {
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WeightsFetchArgs {
+    #[arg(value_enum)]
+    pub backbone: WeightsBackbone,
+    /// Directory to write into.
+    #[arg(short, long, value_name = "DIR", default_value = "weights")]
+    pub output: PathBuf,
+    /// Convert this state dict (`.pth`) instead of downloading (offline machines, tests).
+    #[arg(long, value_name = "STATE.pth")]
+    pub from: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,31 +151,48 @@ pub enum BenchCommand {
 pub struct DetectArgs {
     /// A checkpoint written by the train stage (carries its model params), or torchvision
     /// RetinaNet weights as safetensors (then give the architecture with --model).
-    #[arg(long, value_name = "CKPT.safetensors")]
-    pub checkpoint: PathBuf,
+    #[arg(long, value_name = "CKPT.safetensors", required_unless_present = "experiment")]
+    pub checkpoint: Option<PathBuf>,
     /// Architecture for torchvision weights: a TOML file with the train stage's model keys.
     #[arg(long, value_name = "model.toml")]
     pub model: Option<PathBuf>,
+    /// Use what an experiment's last run made: the trained checkpoint, its tile_infer and nms
+    /// parameters and the threshold its score stage chose on validation (see --stage).
+    #[arg(long, value_name = "EXP.toml", conflicts_with_all = ["checkpoint", "model"])]
+    pub experiment: Option<PathBuf>,
+    /// With --experiment: the variant of a sweep.
+    #[arg(long, value_name = "NAME", requires = "experiment")]
+    pub variant: Option<String>,
+    /// With --experiment: the score (or nms) stage whose chain nms ← tile_infer ← train to use
+    /// (default: the experiment's one score stage of a trained model).
+    #[arg(long, value_name = "STAGE", requires = "experiment")]
+    pub stage: Option<String>,
     /// Whole-slide or region images.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Output JSON (official MIDOG "Multiple points" format, keyed by file name).
     #[arg(short, long, value_name = "DETS.json")]
     pub output: PathBuf,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, conflicts_with = "experiment")]
     pub tile_size: u32,
     /// Overlap between tiles: a fraction (< 1) or pixels (≥ 1).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, conflicts_with = "experiment")]
     pub overlap: f64,
-    /// Keep detections above this score.
-    #[arg(long, default_value_t = 0.05)]
+    /// Keep candidates above this score (before NMS).
+    #[arg(long, default_value_t = 0.05, conflicts_with = "experiment")]
     pub min_score: f64,
     /// Per-tile IoU NMS threshold.
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = 0.4, conflicts_with = "experiment")]
     pub iou: f64,
     /// Image-level centre-distance NMS radius in pixels.
-    #[arg(long, default_value_t = 25.0)]
+    #[arg(long, default_value_t = 25.0, conflicts_with = "experiment")]
     pub radius_px: f64,
+    /// The same radius in µm, converted with each image's resolution (overrides --radius-px).
+    #[arg(long, conflicts_with = "experiment")]
+    pub radius_um: Option<f64>,
+    /// Write only detections scoring above this (after NMS), as the score stage counts them.
+    #[arg(long, conflicts_with = "experiment")]
+    pub threshold: Option<f64>,
     /// Resolution when an image file carries none.
     #[arg(long)]
     pub um_per_px: Option<f64>,
@@ -133,13 +200,17 @@ pub struct DetectArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// fp32 or bf16.
-    #[arg(long, default_value = "fp32")]
+    #[arg(long, default_value = "fp32", conflicts_with = "experiment")]
     pub precision: String,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, conflicts_with = "experiment")]
     pub batch_size: usize,
     /// Also write the raw per-tile boxes (before NMS) as JSON, for comparisons.
     #[arg(long)]
     pub raw_boxes: Option<PathBuf>,
+    #[command(flatten)]
+    pub results: engine::cli::ResultsArgs,
+    #[command(flatten)]
+    pub cache: engine::cli::CacheArgs,
 }
 
 impl DetectArgs {

@@ -52,6 +52,19 @@ pub struct MetricsRow {
     pub seconds: f64,
 }
 
+/// The training losses of one logging window (`log_every` steps, or the rest of an epoch):
+/// their means, logged to TensorBoard at the window's last global step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRow {
+    pub step: u64,
+    #[serde(with = "exact")]
+    pub loss: f64,
+    #[serde(with = "exact")]
+    pub cls_loss: f64,
+    #[serde(with = "exact")]
+    pub box_loss: f64,
+}
+
 /// What a resumed run needs besides weights and optimiser state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +75,9 @@ pub struct TrainState {
     pub best_f1: Option<f64>,
     pub best_epoch: Option<u32>,
     pub rows: Vec<MetricsRow>,
+    /// Every logging window of the committed epochs.
+    #[serde(default)]
+    pub steps: Vec<StepRow>,
 }
 
 /// `f64` as the shortest decimal string that parses back to the same bits.
@@ -261,6 +277,9 @@ mod tests {
             best_f1: Some(0.5),
             best_epoch: Some(1),
             rows: (1..=epochs).map(row).collect(),
+            steps: (1..=epochs)
+                .map(|e| StepRow { step: 10 * e as u64, loss: 0.1 + 1.0 / 3.0, cls_loss: 0.25, box_loss: 1e-7 })
+                .collect(),
         }
     }
 

@@ -54,7 +54,9 @@ pub fn run(a: &DetectArgs) -> Result<()> {
     if precision == midog_model::Precision::Fp16 {
         bail!("--precision fp16: inference supports fp32 and bf16");
     }
-    let (vs, net) = load_model(&a.checkpoint, a.model.as_deref(), dev)?;
+    // The front end turns --experiment into --checkpoint and the experiment's parameters.
+    let Some(checkpoint) = &a.checkpoint else { bail!("give --checkpoint (or --experiment, through `pipeline`)") };
+    let (vs, net) = load_model(checkpoint, a.model.as_deref(), dev)?;
     let channels_last = dev.is_cuda();
     if channels_last {
         midog_model::precision::to_channels_last(&vs);
@@ -86,7 +88,12 @@ pub fn run(a: &DetectArgs) -> Result<()> {
             .iter()
             .map(|c| BoxDetection { x1: c.b[0], y1: c.b[1], x2: c.b[2], y2: c.b[3], score: c.score, tile: c.tile })
             .collect();
-        let dets = stages::nms::suppress(&boxes, a.iou, a.radius_px);
+        let radius_px = a.radius_um.map(|r| r / um).unwrap_or(a.radius_px);
+        let mut dets = stages::nms::suppress(&boxes, a.iou, radius_px);
+        if let Some(t) = a.threshold {
+            // As the score stage counts a detection: strictly above the threshold.
+            dets.retain(|d| d.score > t);
+        }
         eprintln!(
             "{name}: {} detections ({} candidates) in {:.2} s",
             dets.len(),

@@ -1,5 +1,5 @@
 //! `pipeline-torch`: the worker that runs what needs libtorch — the train and tile_infer stages,
-//! `pipeline detect` and the training/inference benchmarks. `pipeline` starts it; it is not meant
+//! `pipeline detect`, `pipeline weights fetch` and the training/inference benchmarks. `pipeline` starts it; it is not meant
 //! to be called directly (it accepts the same command line).
 
 mod batch_tensor;
@@ -10,19 +10,21 @@ mod device;
 mod fault;
 mod image_set;
 mod optim;
+mod python_env;
 mod tensorboard;
 mod tile_grid;
 mod tile_infer;
 mod tiled;
 mod train;
 mod validate;
+mod weights;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use engine::Registry;
 use engine::cli::EngineCommand;
-use stages::cli::{BenchCommand, Cli, Command};
+use stages::cli::{BenchCommand, Cli, Command, WeightsCommand};
 
 fn registry() -> Registry {
     let mut r = Registry::new();
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
             engine::cli::init_tracing();
             detect::run(a)
         }
+        Command::Weights(WeightsCommand::Fetch(a)) => weights::fetch(a),
         Command::Bench(BenchCommand::Train(a)) => bench::train(a),
         Command::Bench(BenchCommand::Infer(a)) => bench::infer(a),
         _ => {

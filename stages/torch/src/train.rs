@@ -20,7 +20,7 @@ use torch_stage_defs::lr_schedule::lr_at;
 use torch_stage_defs::train::TrainParams;
 
 use crate::batch_tensor::TensorBatch;
-use crate::checkpoint::{self, Best, Checkpoints, Committed, MetricsRow, TrainState};
+use crate::checkpoint::{self, Best, Checkpoints, Committed, MetricsRow, StepRow, TrainState};
 use crate::device;
 use crate::fault;
 use crate::image_set::{ImageSet, targets_of};
@@ -92,6 +92,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     std::fs::create_dir_all(&tb_dir).map_err(|e| StageError::io(&tb_dir, e))?;
     let mut events = EventWriter::create(&tb_dir).map_err(|e| StageError::io(&tb_dir, e))?;
     tracing::info!("live TensorBoard: tensorboard --logdir {}", tb_dir.display());
+    let live_events = events.path.clone();
 
     ctx.progress().start(total_steps, "training");
     ctx.progress().set(state.global_step);
@@ -99,6 +100,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         let epoch_start = Instant::now();
         let batches = train_set.batches(&plan.epoch(epoch), p.batch_size);
         let n_images: usize = batches.iter().map(Vec::len).sum();
+        let n_batches = batches.len();
         let config = LoaderConfig {
             patch_size: patch,
             threads,
@@ -112,6 +114,8 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         })
         .map_err(StageError::domain)?;
         let mut step_losses: Vec<Tensor> = Vec::with_capacity(steps_per_epoch as usize);
+        let mut epoch_steps: Vec<StepRow> = Vec::new();
+        let mut window_start = 0;
         let mut last_lr = p.lr;
         for batch in loader {
             ctx.check_cancelled()?;
@@ -131,6 +135,15 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             step_losses.push(losses);
             state.global_step += 1;
             ctx.progress().inc(1);
+            let io = |e| StageError::io(&live_events, e);
+            events.scalar("lr", state.global_step as i64, last_lr as f32).map_err(io)?;
+            if step_losses.len().is_multiple_of(p.log_every as usize) || step_losses.len() == n_batches {
+                // One small transfer per window: the means of its losses, computed on the device.
+                let row = window_means(&step_losses[window_start..], state.global_step)?;
+                write_step_events(&mut events, &row).map_err(io)?;
+                epoch_steps.push(row);
+                window_start = step_losses.len();
+            }
             if state.global_step.is_multiple_of(20) {
                 // One read every 20 steps for the progress line (the loss stays on the device
                 // otherwise); a diverged loss stops the stage here rather than at the epoch's end.
@@ -220,6 +233,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         }
         state.epochs_done = epoch + 1;
         state.rows.push(row);
+        state.steps.extend(epoch_steps);
         let weights = midog_model::weights::checkpoint_bytes(&vs, &net.config(), &HashMap::new()).map_err(model_err)?;
         let optimizer = opt.to_bytes().map_err(model_err)?;
         let previous_best = last.as_ref().map(|c| c.dir.join(checkpoint::BEST));
@@ -231,7 +245,15 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         last = Some(Committed { dir, state: state.clone() });
     }
     let Some(last) = last else { return Err(StageError::msg("training ran no epoch")) };
-    finish(ctx, &last)
+    let lr_of_step = |k: u64| lr_at(p.schedule, p.lr, k, total_steps, p.warmup_steps);
+    finish(ctx, &last, &lr_of_step)
+}
+
+/// The mean losses of a logging window, ending at global step `step`.
+fn window_means(losses: &[Tensor], step: u64) -> Result<StepRow, StageError> {
+    let means = Tensor::stack(losses, 0).mean_dim(0, false, tch::Kind::Float).to_device(Device::Cpu);
+    let v = Vec::<f32>::try_from(means).map_err(|e| StageError::msg(e.to_string()))?;
+    Ok(StepRow { step, loss: v[0] as f64, cls_loss: v[1] as f64, box_loss: v[2] as f64 })
 }
 
 /// Where a diverged training can restart from.
@@ -340,12 +362,27 @@ fn fmt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into())
 }
 
+/// TensorBoard tags, all against the global step:
+///
+/// | tag | when |
+/// |---|---|
+/// | `step/loss`, `step/loss_classification`, `step/loss_box` | every `log_every` steps: the window's mean |
+/// | `lr` | every step |
+/// | `loss/train`, `loss/train_classification`, `loss/train_box`, `throughput/img_per_s` | every epoch: its means |
+/// | `loss/val`, `f1/val_patches` | every validation |
+fn write_step_events(w: &mut EventWriter, row: &StepRow) -> std::io::Result<()> {
+    let step = row.step as i64;
+    w.scalar("step/loss", step, row.loss as f32)?;
+    w.scalar("step/loss_classification", step, row.cls_loss as f32)?;
+    w.scalar("step/loss_box", step, row.box_loss as f32)
+}
+
+/// The epoch's scalars (see [`write_step_events`] for the tags).
 fn write_events(w: &mut EventWriter, row: &MetricsRow) -> std::io::Result<()> {
     let step = row.step as i64;
     w.scalar("loss/train", step, row.loss as f32)?;
     w.scalar("loss/train_classification", step, row.cls_loss as f32)?;
     w.scalar("loss/train_box", step, row.box_loss as f32)?;
-    w.scalar("lr", step, row.lr as f32)?;
     w.scalar("throughput/img_per_s", step, row.img_per_s as f32)?;
     if let Some(v) = row.val_loss {
         w.scalar("loss/val", step, v as f32)?;
@@ -358,7 +395,7 @@ fn write_events(w: &mut EventWriter, row: &MetricsRow) -> std::io::Result<()> {
 
 /// Publishes checkpoints, metrics, TensorBoard events and plots into the stage's output, all
 /// from the last committed checkpoint (so a resumed run publishes what an uninterrupted one does).
-fn finish(ctx: &StageContext, last: &Committed) -> Result<(), StageError> {
+fn finish(ctx: &StageContext, last: &Committed, lr_of_step: &dyn Fn(u64) -> f64) -> Result<(), StageError> {
     let (state, out) = (&last.state, ctx.out_dir());
     let ck = out.join("checkpoints");
     std::fs::create_dir_all(&ck).map_err(|e| StageError::io(&ck, e))?;
@@ -371,8 +408,17 @@ fn finish(ctx: &StageContext, last: &Committed) -> Result<(), StageError> {
     let tb_out = out.join("tensorboard");
     std::fs::create_dir_all(&tb_out).map_err(|e| StageError::io(&tb_out, e))?;
     let mut events = EventWriter::create(&tb_out).map_err(|e| StageError::io(&tb_out, e))?;
+    let tb_path = events.path.clone();
+    let io = |e| StageError::io(&tb_path, e);
+    for k in 0..state.global_step {
+        // Step k's learning rate at x = k + 1 (steps done), as the live file shows it.
+        events.scalar("lr", k as i64 + 1, lr_of_step(k) as f32).map_err(io)?;
+    }
+    for row in &state.steps {
+        write_step_events(&mut events, row).map_err(io)?;
+    }
     for row in &state.rows {
-        write_events(&mut events, row).map_err(|e| StageError::io(&events.path, e))?;
+        write_events(&mut events, row).map_err(io)?;
     }
     let r = &state.rows;
     TableBuilder::new()

@@ -32,7 +32,7 @@ use std::process::Command;
 use serde_json::Value;
 use tch::Tensor;
 
-#[path = "../../model/tests/common/python.rs"]
+#[path = "../src/python_env.rs"]
 mod python;
 use python::pipeline_python;
 

@@ -100,7 +100,11 @@ impl StageDef for Source {
     fn external_inputs(p: &SourceParams, base: &Path) -> Result<Vec<ExternalInput>, ParamError> {
         let path = base.join(&p.file);
         if !path.is_file() {
-            return Err(ParamError::new(&["file"], format!("input file {} does not exist", path.display())));
+            return Err(ParamError::missing_input(
+                &["file"],
+                &path,
+                format!("input file {} does not exist", path.display()),
+            ));
         }
         Ok(vec![ExternalInput { name: p.file.display().to_string(), path }])
     }

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use tch::Tensor;
 
+#[path = "../../../torch/src/python_env.rs"]
 mod python;
 pub use python::pipeline_python;
 

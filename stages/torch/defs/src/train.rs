@@ -85,6 +85,10 @@ pub struct TrainParams {
     pub device: String,
     /// Validate every N epochs (and after the last).
     pub val_every: u32,
+    /// TensorBoard: the training losses every N optimisation steps (the mean of those steps;
+    /// windows restart at each epoch). The learning rate is logged at every step, the epoch
+    /// means and each validation as before.
+    pub log_every: u32,
     pub augment: AugmentParams,
     /// Patch-loading threads (0: automatic). Not part of the key.
     pub loader_threads: usize,
@@ -107,6 +111,7 @@ impl Default for TrainParams {
             seed: 0,
             device: "auto".into(),
             val_every: 1,
+            log_every: 10,
             augment: AugmentParams::default(),
             loader_threads: 0,
         }
@@ -120,7 +125,8 @@ impl StageDef for TrainStage {
     const KIND: &'static str = "train";
     /// Bump with every change of the runner (`stages/torch/src/train.rs`) or of the model code that
     /// changes what a training produces. 2: one config type per detector family, so a family's key
-    /// holds its own fields only (version 1 keyed the other family's defaults too); same training.
+    /// holds its own fields only (version 1 keyed the other family's defaults too), and per-step
+    /// scalars in the TensorBoard file (`log_every`); same training.
     const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "trains a detector (RetinaNet, or CenterNet-style) on the sampled patches; resumable, exactly";
@@ -128,6 +134,7 @@ impl StageDef for TrainStage {
     const WORKER: Option<&'static str> = Some(crate::TORCH_WORKER);
     const NON_KEY_PARAMS: &'static [&'static str] = &["device", "loader_threads"];
     const PATH_PARAMS: &'static [&'static str] = &["backbone_weights"];
+    const HIGHLIGHTS: &'static [&'static str] = &["checkpoints/best.safetensors"];
 
     fn validate(p: &TrainParams) -> Result<(), ParamError> {
         p.model.validate().map_err(|e| ParamError::new(&[], e.to_string()))?;
@@ -146,6 +153,9 @@ impl StageDef for TrainStage {
         if p.val_every == 0 {
             return Err(ParamError::new(&["val_every"], "must be at least 1"));
         }
+        if p.log_every == 0 {
+            return Err(ParamError::new(&["log_every"], "must be at least 1"));
+        }
         if p.grad_clip.is_some_and(|g| g.is_nan() || g <= 0.0) {
             return Err(ParamError::new(&["grad_clip"], "must be positive"));
         }
@@ -157,8 +167,16 @@ impl StageDef for TrainStage {
         let Some(w) = &p.model.trunk().backbone_weights else { return Ok(Vec::new()) };
         let path = base.join(w);
         if !path.is_file() {
-            return Err(ParamError::new(&["backbone_weights"], format!("{} does not exist", path.display()))
-                .with_help("export torchvision weights with stages/model/parity/export_torchvision_weights.py"));
+            return Err(ParamError::missing_input(
+                &["backbone_weights"],
+                &path,
+                format!("{} does not exist", path.display()),
+            )
+            .with_help(format!(
+                "get torchvision's ImageNet weights with `pipeline weights fetch {} -o {}`",
+                p.model.backbone.name(),
+                path.parent().map(|d| d.display().to_string()).unwrap_or_else(|| ".".into())
+            )));
         }
         Ok(vec![ExternalInput { name: format!("backbone_weights:{}", w.display()), path }])
     }

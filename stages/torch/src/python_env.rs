@@ -1,5 +1,5 @@
-//! Where the tests find the pipeline's Python environment (shared with torch-stages' tests,
-//! which include this file by path).
+//! Where the pipeline's Python environment is: `pipeline weights fetch` runs it, and the tests
+//! that compare against torchvision, tifffile or tensorboard include this file by path.
 
 use std::path::PathBuf;
 
