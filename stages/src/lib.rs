@@ -10,6 +10,7 @@ pub mod artifact;
 pub mod baseline;
 pub mod cli;
 pub mod dataset;
+pub mod dataset_definition;
 pub mod lr_schedule;
 pub mod nms;
 pub mod report;

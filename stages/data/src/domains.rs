@@ -177,7 +177,8 @@ pub fn assign(src: &Sources) -> Result<DatasetDomains, Vec<String>> {
                 }
                 c
             }
-            (None, Some(s)) => norm.canonical(SCANNER, &s.name, "scanner id ranges"),
+            // The id ranges' names are the user's own (or MIDOG 2021's): kept as they are.
+            (None, Some(s)) => s.name.clone(),
             (None, None) => {
                 problems.push(format!(
                     "{name}: no scanner: {} and no [stages.dataset.scanners] range covers id {}",
