@@ -16,5 +16,5 @@ pub use domains::{DatasetDomains, ImageDomains};
 pub use error::{ChunkKind, DataError};
 pub use midog::{AnnotationEntry, Category, ImageEntry, MidogJson};
 pub use png_image::{read_png_rgb, write_png_rgb};
-pub use scanner::{Scanner, ScannerMap};
+pub use scanner::{Scanner, ScannerMap, parse_id_ranges};
 pub use tiff::{TiffImage, TiffInfo, TileCache};
