@@ -239,9 +239,16 @@ pub fn generate(
     std::fs::write(&truth_path, json).map_err(|e| SynthError::io(&truth_path, e))?;
 
     let mut summary = SynthSummary { images: truth.images.len(), bytes, ..SynthSummary::default() };
-    for p in &profiles {
-        let mut s = ScannerSummary { scanner: p.name.to_string(), labelled: p.labelled, ..ScannerSummary::default() };
-        for img in truth.images.iter().filter(|i| i.scanner == p.name) {
+    // The breast cancer scanners in id order, then those of the other tumour types.
+    let mut scanners: Vec<(String, bool)> = profiles.iter().map(|p| (p.name.to_string(), p.labelled)).collect();
+    for img in &truth.images {
+        if !scanners.iter().any(|(n, _)| *n == img.scanner) {
+            scanners.push((img.scanner.clone(), true));
+        }
+    }
+    for (name, labelled) in scanners {
+        let mut s = ScannerSummary { scanner: name.clone(), labelled, ..ScannerSummary::default() };
+        for img in truth.images.iter().filter(|i| i.scanner == name) {
             s.images += 1;
             s.mitoses += img.objects.iter().filter(|o| o.class == TruthClass::Mitosis).count();
             s.hard_negatives += img.objects.iter().filter(|o| o.class == TruthClass::HardNegative).count();
@@ -264,6 +271,12 @@ pub fn generate(
         }
     }
     Ok(summary)
+}
+
+/// Whether the annotation file carries an image's annotations: every image but those of an
+/// unlabelled breast cancer scanner (GT450), as in MIDOG++.
+fn labelled_image(img: &TruthImage, breast_scanners: &[ScannerProfile]) -> bool {
+    breast_scanners.iter().find(|p| p.name == img.scanner).is_none_or(|p| p.labelled)
 }
 
 /// Every image to make: MIDOG 2021's scanner blocks, or for a multi-domain set each tumour type
@@ -293,7 +306,7 @@ fn official_sets(
     test_fraction: f64,
     seed: u64,
 ) -> std::collections::BTreeMap<u32, OfficialSet> {
-    let labelled = |img: &TruthImage| profiles.iter().find(|p| p.name == img.scanner).is_none_or(|p| p.labelled);
+    let labelled = |img: &TruthImage| labelled_image(img, profiles);
     let mut by_type: std::collections::BTreeMap<&str, Vec<u32>> = std::collections::BTreeMap::new();
     for img in images.iter().filter(|i| labelled(i)) {
         by_type.entry(img.tumor_type.as_deref().unwrap_or("")).or_default().push(img.id);
@@ -347,8 +360,7 @@ fn write_domain_table(
 fn midog_json(images: &[TruthImage], config: &SynthConfig, profiles: &[crate::ScannerProfile]) -> MidogJson {
     let mut annotations = Vec::new();
     for img in images {
-        let labelled = profiles.iter().any(|p| p.name == img.scanner && p.labelled);
-        if !labelled {
+        if !labelled_image(img, profiles) {
             continue;
         }
         for o in &img.objects {
@@ -485,6 +497,15 @@ mod tests {
             ("human breast cancer", "human breast cancer", "canine lymphosarcoma", "human melanoma")
         );
         assert!(m.annotations.iter().all(|a| !(151..=200).contains(&a.image_id)), "GT450 stays unannotated");
+        let truth = SyntheticTruth::load(&dir.path().join("synthetic_truth.json")).unwrap();
+        for img in truth.images.iter().filter(|i| !(151..=200).contains(&i.id)) {
+            let labelled = img.objects.iter().filter(|o| o.class != TruthClass::Lookalike).count();
+            let annotated = m.annotations.iter().filter(|a| a.image_id == img.id).count();
+            assert_eq!(annotated, labelled, "image {} ({:?})", img.id, img.tumor_type);
+        }
+        let lymphoma: usize =
+            s.per_tumour_type.iter().filter(|t| t.tumour_type == "canine lymphosarcoma").map(|t| t.mitoses).sum();
+        assert!(lymphoma > 0 && s.per_scanner.iter().any(|p| p.scanner == "3D Histech" && p.mitoses == lymphoma));
 
         let table_path = dir.path().join("datasets_xvalidation.csv");
         let text = std::fs::read_to_string(&table_path).unwrap();
