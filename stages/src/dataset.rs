@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::dataset_manifest::{self, DatasetImage, DatasetManifest, DomainsInfo};
 use crate::artifact::write_json;
-use crate::dataset_definition::{DatasetFiles, dataset_files, domains_of};
+use crate::dataset_definition::{DatasetFiles, dataset_files, domains_of, load_table};
 
 /// What opening an image tells: width, height and µm per pixel when the file says.
 type ImageCheck = (u32, u32, Option<f64>);
@@ -373,7 +373,8 @@ pub fn load_and_validate(
         return Err(StageError::msg(problem_list(json, names)));
     }
     let mut problems: Vec<String> = midog.check(json);
-    let domains = match domains_of(files, &midog, map, scanners_explicit(p)) {
+    let table = load_table(files).map_err(StageError::domain)?;
+    let domains = match domains_of(files, &midog, table.as_ref(), map, scanners_explicit(p)) {
         Ok(d) => Some(d),
         Err(e) => {
             problems.extend(e);

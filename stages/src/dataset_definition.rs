@@ -73,26 +73,21 @@ pub fn dataset_files(dir: &Path, annotations: Option<&Path>, domains: Option<&Pa
     Ok(DatasetFiles { json, json_name, table, table_name })
 }
 
-/// Reads the table (if any) and assigns every image of `midog` its domains; every problem of
-/// both is returned, each naming its file.
+/// The domain table, if the dataset has one (its own problems listed by line and column).
+pub fn load_table(files: &DatasetFiles) -> Result<Option<DomainTable>, midog_data::DataError> {
+    files.table.as_deref().map(DomainTable::load).transpose()
+}
+
+/// Assigns every image of `midog` its domains; every problem is returned, each naming its file.
 pub fn domains_of(
     files: &DatasetFiles,
     midog: &MidogJson,
+    table: Option<&DomainTable>,
     scanners: &ScannerMap,
     scanners_explicit: bool,
 ) -> Result<DatasetDomains, Vec<String>> {
-    let table = match &files.table {
-        Some(p) => Some(DomainTable::load(p).map_err(|e| vec![e.to_string()])?),
-        None => None,
-    };
     let json_name = files.json.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    midog_data::domains::assign(&Sources {
-        json: midog,
-        json_name: &json_name,
-        table: table.as_ref(),
-        scanners,
-        scanners_explicit,
-    })
+    midog_data::domains::assign(&Sources { json: midog, json_name: &json_name, table, scanners, scanners_explicit })
 }
 
 #[cfg(test)]

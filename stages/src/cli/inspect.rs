@@ -13,7 +13,7 @@ use clap::Args;
 use midog_data::domain_names::{SCANNER, UNKNOWN, attribute_label};
 use midog_data::{Category, MidogJson, OfficialSet, ScannerMap, TiffImage, TileCache, write_png_rgb};
 
-use crate::dataset_definition::{dataset_files, domains_of};
+use crate::dataset_definition::{dataset_files, domains_of, load_table};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -78,7 +78,8 @@ fn inspect_dataset(dir: &Path, a: &InspectArgs) -> Result<()> {
     let json = files.json.clone();
     let midog = MidogJson::load(&json)?;
     let map = ScannerMap::midog_2021();
-    let domains = domains_of(&files, &midog, &map, false);
+    let table = load_table(&files)?;
+    let domains = domains_of(&files, &midog, table.as_ref(), &map, false);
     let read = read_every_tile(dir, &midog, a.quick);
     let mut unreadable = Vec::new();
     let mut res_of: BTreeMap<u32, Option<f64>> = BTreeMap::new();
