@@ -317,7 +317,7 @@ pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
         }
     }
     if let Some(d) = &manifest.domains {
-        for r in &d.renamings {
+        for r in &d.summary.renamings {
             tracing::info!(
                 "{} `{}` read as `{}` on {} images ({}; {})",
                 r.attribute,
@@ -328,7 +328,7 @@ pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
                 r.why
             );
         }
-        for n in &d.notes {
+        for n in &d.summary.notes {
             tracing::warn!("{n}");
         }
     }
@@ -488,14 +488,9 @@ pub fn load_and_validate(
         s.labelled = imgs.iter().any(|i| i.labelled);
         scanners.push(s);
     }
-    let multi = !domains.attributes.is_empty() || !domains.renamings.is_empty() || files.table.is_some();
-    let info = multi.then(|| DomainsInfo {
-        attributes: domains.attributes.clone(),
-        sources: domains.sources.clone(),
-        renamings: domains.renamings.clone(),
-        notes: domains.notes.clone(),
-        official_sets: images.iter().any(|i| i.official_set.is_some()),
-    });
+    let summary = domains.summary;
+    let multi = !summary.attributes.is_empty() || !summary.renamings.is_empty() || files.table.is_some();
+    let info = multi.then(|| DomainsInfo { summary, official_sets: images.iter().any(|i| i.official_set.is_some()) });
     Ok(DatasetManifest { external_root, scanners, images, domains: info })
 }
 

@@ -505,7 +505,11 @@ mod tests {
                 mitoses: vec![],
                 imposters: vec![],
                 domains,
-                official_set: labelled.then_some(if id % 4 == 0 { OfficialSet::Test } else { OfficialSet::Train }),
+                official_set: labelled.then_some(if id.is_multiple_of(4) {
+                    OfficialSet::Test
+                } else {
+                    OfficialSet::Train
+                }),
             });
         };
         for id in 1..=20 {
@@ -530,9 +534,11 @@ mod tests {
             })
             .collect();
         let domains = Some(crate::artifact::dataset_manifest::DomainsInfo {
-            attributes: vec!["tumor_type".into(), "species".into()],
+            summary: midog_data::DomainSummary {
+                attributes: vec!["tumor_type".into(), "species".into()],
+                ..Default::default()
+            },
             official_sets: true,
-            ..Default::default()
         });
         DatasetManifest { external_root: None, scanners, images, domains }
     }

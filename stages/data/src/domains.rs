@@ -43,6 +43,12 @@ pub struct ImageDomains {
 pub struct DatasetDomains {
     /// In the annotation file's image order.
     pub images: Vec<ImageDomains>,
+    pub summary: DomainSummary,
+}
+
+/// What a dataset's domains are and how they were found.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DomainSummary {
     /// Attributes besides the scanner, in report order (empty for MIDOG 2021).
     pub attributes: Vec<String>,
     /// Where each attribute came from, in words.
@@ -241,7 +247,7 @@ pub fn assign(src: &Sources) -> Result<DatasetDomains, Vec<String>> {
     let attributes: Vec<String> =
         ATTRIBUTES.iter().filter(|a| **a != SCANNER && attributes.contains(*a)).map(|a| a.to_string()).collect();
     let notes = species_notes(&images);
-    Ok(DatasetDomains { images, attributes, sources, renamings: norm.renamings(), notes })
+    Ok(DatasetDomains { images, summary: DomainSummary { attributes, sources, renamings: norm.renamings(), notes } })
 }
 
 fn r_line(row: Option<&crate::domain_table::DomainRow>) -> usize {
@@ -365,7 +371,7 @@ mod tests {
     fn midogpp_images_get_tumour_type_and_scanner_and_gt450_stays_unlabelled() {
         let (m, t) = (midogpp(), table(CSV));
         let d = assign_with(&m, Some(&t)).unwrap();
-        assert_eq!(d.attributes, [TUMOR_TYPE, SPECIES, ORIGIN]);
+        assert_eq!(d.summary.attributes, [TUMOR_TYPE, SPECIES, ORIGIN]);
         let by_id = |id: u32| d.images.iter().find(|i| i.id == id).unwrap();
         assert_eq!(by_id(1).scanner, "XR");
         assert_eq!(by_id(505).scanner, "XR", "both spellings are one scanner");
@@ -378,23 +384,27 @@ mod tests {
         assert_eq!(gt.values[TUMOR_TYPE], "human breast cancer");
         assert_eq!(gt.values[SPECIES], UNKNOWN);
         assert!(d.images.iter().filter(|i| i.id != 151).all(|i| i.labelled));
-        assert!(d.renamings.iter().any(|r| r.written == "Hamammatsu XR" && r.canonical == "XR" && r.images == 2));
-        assert!(d.renamings.iter().any(|r| r.written == "canine lymphoma" && r.canonical == "canine lymphosarcoma"));
-        assert_eq!(d.notes.len(), 1, "{:?}", d.notes);
-        assert!(d.notes[0].contains("canine soft tissue sarcoma") && d.notes[0].contains("`human`"));
+        assert!(
+            d.summary.renamings.iter().any(|r| r.written == "Hamammatsu XR" && r.canonical == "XR" && r.images == 2)
+        );
+        assert!(
+            d.summary.renamings.iter().any(|r| r.written == "canine lymphoma" && r.canonical == "canine lymphosarcoma")
+        );
+        assert_eq!(d.summary.notes.len(), 1, "{:?}", d.summary.notes);
+        assert!(d.summary.notes[0].contains("canine soft tissue sarcoma") && d.summary.notes[0].contains("`human`"));
     }
 
     #[test]
     fn midog_2021_has_scanners_only() {
         let m = json(&[(1, None), (60, None), (151, None)]);
         let d = assign_with(&m, None).unwrap();
-        assert!(d.attributes.is_empty());
+        assert!(d.summary.attributes.is_empty());
         assert_eq!(
             d.images.iter().map(|i| (i.scanner.as_str(), i.labelled)).collect::<Vec<_>>(),
             [("XR", true), ("S360", true), ("GT450", false)]
         );
         assert!(d.images.iter().all(|i| i.values.is_empty() && i.set.is_none()));
-        assert!(d.renamings.is_empty());
+        assert!(d.summary.renamings.is_empty());
     }
 
     #[test]

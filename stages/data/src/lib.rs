@@ -12,7 +12,7 @@ pub mod scanner;
 pub mod tiff;
 
 pub use domain_table::{DomainTable, OfficialSet};
-pub use domains::{DatasetDomains, ImageDomains};
+pub use domains::{DatasetDomains, DomainSummary, ImageDomains};
 pub use error::{ChunkKind, DataError};
 pub use midog::{AnnotationEntry, Category, ImageEntry, MidogJson};
 pub use png_image::{read_png_rgb, write_png_rgb};

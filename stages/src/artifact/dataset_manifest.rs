@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use engine::{Artifact, StageError};
-use midog_data::domain_names::{Renaming, SCANNER, UNKNOWN};
+use midog_data::DomainSummary;
+use midog_data::domain_names::{SCANNER, UNKNOWN};
 use midog_data::{OfficialSet, Scanner};
 use serde::{Deserialize, Serialize};
 
@@ -66,11 +67,9 @@ pub struct DatasetManifest {
 /// Where a multi-domain dataset's domains came from and what was renamed.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DomainsInfo {
-    /// Attributes besides the scanner, in report order.
-    pub attributes: Vec<String>,
-    pub sources: Vec<String>,
-    pub renamings: Vec<Renaming>,
-    pub notes: Vec<String>,
+    /// Attributes besides the scanner (report order), sources, renamings, notes.
+    #[serde(flatten)]
+    pub summary: DomainSummary,
     /// Whether a domain table gave each labelled image its official set.
     pub official_sets: bool,
 }
@@ -79,7 +78,7 @@ impl DatasetManifest {
     /// Every domain attribute of the dataset: `scanner` first, then e.g. `tumor_type`.
     pub fn attributes(&self) -> Vec<String> {
         let mut out = vec![SCANNER.to_string()];
-        out.extend(self.domains.iter().flat_map(|d| d.attributes.iter().cloned()));
+        out.extend(self.domains.iter().flat_map(|d| d.summary.attributes.iter().cloned()));
         out
     }
 

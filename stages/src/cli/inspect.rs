@@ -127,7 +127,7 @@ fn inspect_dataset(dir: &Path, a: &InspectArgs) -> Result<()> {
     };
     let by_id: BTreeMap<u32, &midog_data::ImageEntry> = midog.images.iter().map(|i| (i.id, i)).collect();
     let mut attributes = vec![SCANNER.to_string()];
-    attributes.extend(domains.attributes.iter().cloned());
+    attributes.extend(domains.summary.attributes.iter().cloned());
     for attr in &attributes {
         let value_of = |d: &midog_data::ImageDomains| -> String {
             if attr == SCANNER { d.scanner.clone() } else { d.values.get(attr).cloned().unwrap_or_default() }
@@ -177,10 +177,10 @@ fn inspect_dataset(dir: &Path, a: &InspectArgs) -> Result<()> {
         }
         println!("{}", engine::progress::table(&head, &rows));
     }
-    for src in &domains.sources {
+    for src in &domains.summary.sources {
         println!("source: {src}");
     }
-    for r in &domains.renamings {
+    for r in &domains.summary.renamings {
         println!(
             "read as: {} `{}` → `{}` ({} image{}; {}; {})",
             attribute_label(&r.attribute),
@@ -192,7 +192,7 @@ fn inspect_dataset(dir: &Path, a: &InspectArgs) -> Result<()> {
             r.why
         );
     }
-    for n in &domains.notes {
+    for n in &domains.summary.notes {
         println!("note: {n}");
     }
     let problems = midog.check(&json);
