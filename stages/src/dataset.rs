@@ -1,18 +1,20 @@
 //! The dataset stage: real MIDOG files (`root`) or a generated synthetic MIDOG-like set
-//! (`synthetic`), validated and described in `dataset.json` with scanners and resolutions.
+//! (`synthetic`), validated and described in `dataset.json` with domains (scanner, and for
+//! multi-domain sets like MIDOG++ tumour type, species and origin lab) and resolutions.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use engine::{ExternalInput, ParamError, StageContext, StageDef, StageError};
-use midog_data::{Category, MidogJson, Scanner, ScannerMap, TiffImage, TileCache};
+use midog_data::{Category, ImageDomains, MidogJson, Scanner, ScannerMap, TiffImage, TileCache};
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::dataset_manifest::{self, DatasetImage, DatasetManifest};
+use crate::artifact::dataset_manifest::{self, DatasetImage, DatasetManifest, DomainsInfo};
 use crate::artifact::write_json;
+use crate::dataset_definition::{DatasetFiles, dataset_files, domains_of, load_table};
 
 /// What opening an image tells: width, height and µm per pixel when the file says.
 type ImageCheck = (u32, u32, Option<f64>);
@@ -20,12 +22,23 @@ type ImageCheck = (u32, u32, Option<f64>);
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatasetParams {
-    /// Directory with MIDOG.json and the images (relative to the experiment file that sets it).
+    /// Directory with the annotation file (MIDOG.json or MIDOG++.json) and the images (relative
+    /// to the experiment file that sets it).
     pub root: Option<PathBuf>,
     /// Generate a synthetic MIDOG-like dataset into the cache instead.
     pub synthetic: Option<SyntheticParams>,
-    /// Image id ranges per scanner (default: the MIDOG 2021 ranges, GT450 unlabelled).
+    /// Image id ranges per scanner (default: the MIDOG 2021 ranges, GT450 unlabelled). With a
+    /// domain table, an entry without `ids` gives a scanner of the table its resolution.
     pub scanners: Option<BTreeMap<String, ScannerParams>>,
+    /// The annotation file, relative to `root` (default: MIDOG++.json or MIDOG.json, whichever
+    /// `root` holds), e.g. "../databases/MIDOG++.json".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<PathBuf>,
+    /// A table of each labelled slide's domains and official train/test set, relative to
+    /// `root`, e.g. "datasets_xvalidation.csv" (MIDOG++). Images it does not list must belong
+    /// to an unlabelled scanner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domains: Option<PathBuf>,
     /// Read images that MIDOG.json names outside `root` (absolute paths, or paths with `..`).
     /// Off by default: such names (common in COCO exports) usually point at another machine's
     /// disk. Not part of the key: it only permits reading, it changes no output.
@@ -45,8 +58,18 @@ pub struct SyntheticParams {
     /// Tile compression: "jpeg" (as real MIDOG files), "deflate" or "none".
     pub compression: String,
     pub jpeg_quality: u8,
-    /// Scanners to generate (default all four).
+    /// Scanners to generate (default all four; with `tumor_types`, those of breast cancer).
     pub scanners: Vec<String>,
+    /// A multi-domain set in the MIDOG++ layout with these tumour types, e.g. ["human breast
+    /// cancer", "canine lymphosarcoma", "human melanoma"] (default: a MIDOG 2021-like set).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tumor_types: Vec<String>,
+    /// With `tumor_types`: images of each type but breast cancer (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_per_tumor_type: Option<u32>,
+    /// With `tumor_types`: share of each type's labelled images the table marks test (default 0.22).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
 }
 
 impl Default for SyntheticParams {
@@ -59,6 +82,9 @@ impl Default for SyntheticParams {
             compression: "jpeg".into(),
             jpeg_quality: 85,
             scanners: vec!["XR".into(), "S360".into(), "CS2".into(), "GT450".into()],
+            tumor_types: Vec::new(),
+            images_per_tumor_type: None,
+            test_fraction: None,
         }
     }
 }
@@ -108,6 +134,20 @@ impl StageDef for DatasetStage {
         }
         if let Some(s) = &p.synthetic {
             synth_config(s).map_err(|e| ParamError::new(&["synthetic"], e))?;
+            if s.tumor_types.is_empty() && (s.images_per_tumor_type.is_some() || s.test_fraction.is_some()) {
+                let field = if s.test_fraction.is_some() { "test_fraction" } else { "images_per_tumor_type" };
+                return Err(ParamError::new(&["synthetic", field], "applies to multi-domain sets only")
+                    .with_help("add tumor_types = [\"human breast cancer\", \"canine lymphosarcoma\", …]"));
+            }
+            for (field, set) in [("annotations", p.annotations.is_some()), ("domains", p.domains.is_some())] {
+                if set {
+                    return Err(ParamError::new(
+                        &[field],
+                        "applies to `root` datasets; a synthetic set writes its own",
+                    )
+                    .with_help("synthetic = { tumor_types = [...] } writes MIDOG++.json and the domain table"));
+                }
+            }
         }
         scanner_map(p)?;
         Ok(())
@@ -116,17 +156,16 @@ impl StageDef for DatasetStage {
     fn external_inputs(p: &DatasetParams, base: &Path) -> Result<Vec<ExternalInput>, ParamError> {
         let Some(root) = &p.root else { return Ok(Vec::new()) };
         let dir = base.join(root);
-        let json = dir.join("MIDOG.json");
-        if !json.is_file() {
-            return Err(ParamError::missing_input(&["root"], &json, format!("no MIDOG.json in {}", dir.display()))
-                .with_help("`root` is relative to the experiment file and must hold MIDOG.json and the .tiff images"));
+        let files = files_of(p, &dir)?;
+        let midog = MidogJson::load(&files.json).map_err(|e| ParamError::new(&["root"], e.to_string()))?;
+        let mut inputs = vec![ExternalInput { name: files.json_name.clone(), path: files.json.clone() }];
+        if let (Some(path), Some(name)) = (&files.table, &files.table_name) {
+            inputs.push(ExternalInput { name: name.clone(), path: path.clone() });
         }
-        let midog = MidogJson::load(&json).map_err(|e| ParamError::new(&["root"], e.to_string()))?;
         let problems = file_name_problems(&midog, p.allow_outside_root);
         if !problems.is_empty() {
-            return Err(ParamError::new(&["root"], problem_list(&json, problems)));
+            return Err(ParamError::new(&["root"], problem_list(&files.json, problems)));
         }
-        let mut inputs = vec![ExternalInput { name: "MIDOG.json".into(), path: json }];
         for img in &midog.images {
             inputs.push(ExternalInput { name: img.file_name.clone(), path: dir.join(&img.file_name) });
         }
@@ -136,6 +175,35 @@ impl StageDef for DatasetStage {
     fn resources(_p: &DatasetParams) -> engine::Resources {
         engine::Resources { cpus: 0, gpus: 0, memory_mb: 4096 }
     }
+}
+
+/// The dataset's files in `dir`, errors as param errors on the field that chose them.
+fn files_of(p: &DatasetParams, dir: &Path) -> Result<DatasetFiles, ParamError> {
+    dataset_files(dir, p.annotations.as_deref(), p.domains.as_deref()).map_err(|e| {
+        let field = if e.starts_with("domains") {
+            "domains"
+        } else if e.starts_with("annotations") {
+            "annotations"
+        } else {
+            "root"
+        };
+        // A file that is not there yet is a missing input, so `status` and `dag` still plan.
+        let absent = match field {
+            "annotations" => p.annotations.as_ref().map(|a| dir.join(a)),
+            "domains" => p.domains.as_ref().map(|d| dir.join(d)),
+            _ => (!dir.join(midog_data::midog::MIDOGPP_JSON).is_file()
+                && !dir.join(midog_data::midog::MIDOG_JSON).is_file())
+            .then(|| dir.join(midog_data::midog::MIDOG_JSON)),
+        }
+        .filter(|f| !f.is_file());
+        let err = match absent {
+            Some(f) => ParamError::missing_input(&[field], f, e),
+            None => ParamError::new(&[field], e),
+        };
+        err.with_help(
+            "`root` is relative to the experiment file and holds the .tiff images; `annotations` and `domains` are relative to `root`",
+        )
+    })
 }
 
 fn synth_config(s: &SyntheticParams) -> Result<midog_synth::SynthConfig, String> {
@@ -152,6 +220,14 @@ fn synth_config(s: &SyntheticParams) -> Result<midog_synth::SynthConfig, String>
         compression,
         scanners: s.scanners.clone(),
         density: s.density,
+        multi_domain: (!s.tumor_types.is_empty()).then(|| {
+            let d = midog_synth::MultiDomain::default();
+            midog_synth::MultiDomain {
+                tumour_types: s.tumor_types.clone(),
+                images_per_tumour_type: s.images_per_tumor_type.unwrap_or(d.images_per_tumour_type),
+                test_fraction: s.test_fraction.unwrap_or(d.test_fraction),
+            }
+        }),
         ..midog_synth::SynthConfig::default()
     };
     cfg.profiles().map_err(|e| e.to_string())?;
@@ -179,70 +255,145 @@ pub fn scanner_map(p: &DatasetParams) -> Result<ScannerMap, ParamError> {
         entries.extend(ranges.into_iter().map(|range| (range, scanner.clone())));
     }
     if entries.is_empty() {
+        if p.domains.is_some() {
+            // Only resolutions of the table's scanners: the id ranges stay MIDOG 2021's.
+            return Ok(ScannerMap::midog_2021());
+        }
         return Err(ParamError::new(&["scanners"], "no id ranges given")
             .with_help("e.g. XR = { ids = \"1-50\", um_per_px = 0.23 }"));
     }
     Ok(ScannerMap { entries })
 }
 
+/// Whether the scanner table gives id ranges of its own (then they must agree with a domain
+/// table), rather than only resolutions.
+fn scanners_explicit(p: &DatasetParams) -> bool {
+    p.scanners.as_ref().is_some_and(|t| t.values().any(|s| !s.ids.trim().is_empty()))
+}
+
+/// A scanner of the dataset: from the id ranges, the user's table, or MIDOG 2021's list; `None`
+/// for one known only by name (its images' files must carry their resolution).
+fn scanner_info(p: &DatasetParams, map: &ScannerMap, name: &str) -> Option<Scanner> {
+    let key = midog_data::domain_names::name_key;
+    if let Some((user, s)) = p.scanners.iter().flatten().find(|(n, _)| key(n) == key(name)) {
+        return Some(Scanner {
+            name: name.to_string(),
+            model: s.model.clone().unwrap_or_else(|| user.clone()),
+            um_per_px: s.um_per_px,
+            labelled: s.labelled,
+        });
+    }
+    map.scanners()
+        .into_iter()
+        .find(|s| key(&s.name) == key(name))
+        .cloned()
+        .or_else(|| midog_data::scanner::known_scanner(name))
+}
+
 pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
     let map = scanner_map(p).map_err(|e| StageError::msg(e.message))?;
-    let (images_dir, external_root) = match (&p.root, &p.synthetic) {
+    let (images_dir, external_root, files) = match (&p.root, &p.synthetic) {
         (Some(root), _) => {
             let dir = ctx.params_dir.join(root);
             let dir = dir.canonicalize().map_err(|e| StageError::io(&dir, e))?;
-            (dir.clone(), Some(dir))
+            let files = files_of(p, &dir).map_err(|e| StageError::msg(e.message))?;
+            (dir.clone(), Some(dir), files)
         }
         (None, Some(s)) => {
             let cfg = synth_config(s).map_err(StageError::msg)?;
             let dir = ctx.out_dir().join("images");
             std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
-            let total = cfg.images_per_scanner as u64 * cfg.scanners.len() as u64;
-            ctx.progress().start(total, "generating synthetic images");
+            ctx.progress().start(synthetic_images(&cfg), "generating synthetic images");
             let progress = ctx.progress();
             let summary =
                 midog_synth::generate(&dir, &cfg, &|done, _| progress.set(done as u64)).map_err(StageError::domain)?;
             ctx.set_summary("synthetic_mitoses", summary.mitoses as u64);
             ctx.set_summary("synthetic_hard_negatives", summary.hard_negatives as u64);
-            (dir, None)
+            // A multi-domain set is in the MIDOG++ layout: its table defines its domains.
+            let table = cfg.multi_domain.as_ref().map(|_| Path::new(midog_data::domain_table::MIDOGPP_TABLE));
+            let files = dataset_files(&dir, None, table).map_err(StageError::msg)?;
+            (dir, None, files)
         }
         (None, None) => return Err(StageError::msg("the dataset needs `root` or `synthetic`")),
     };
-    let manifest = load_and_validate(&images_dir, external_root, &map, p.allow_outside_root, ctx)?;
-    for s in &manifest.scanners {
-        let imgs: Vec<&DatasetImage> = manifest.images.iter().filter(|i| i.scanner == s.name).collect();
-        let m: usize = imgs.iter().map(|i| i.mitoses.len()).sum();
-        ctx.set_summary(&format!("{}_images", s.name), imgs.len() as u64);
-        ctx.set_summary(&format!("{}_mitoses", s.name), m as u64);
+    let manifest = load_and_validate(&images_dir, external_root, &files, p, &map, ctx)?;
+    for attr in manifest.attributes() {
+        for value in DatasetManifest::values_among(&attr, &manifest.images) {
+            let imgs: Vec<&DatasetImage> =
+                manifest.images.iter().filter(|i| i.domain(&attr) == Some(value.as_str())).collect();
+            let m: usize = imgs.iter().map(|i| i.mitoses.len()).sum();
+            // MIDOG 2021 keeps its summary names (`XR_images`); other attributes are prefixed.
+            let name =
+                if attr == midog_data::domain_names::SCANNER { value.clone() } else { format!("{attr}={value}") };
+            ctx.set_summary(&format!("{name}_images"), imgs.len() as u64);
+            ctx.set_summary(&format!("{name}_mitoses"), m as u64);
+        }
+    }
+    if let Some(d) = &manifest.domains {
+        for r in &d.summary.renamings {
+            tracing::info!(
+                "{} `{}` read as `{}` on {} images ({}; {})",
+                r.attribute,
+                r.written,
+                r.canonical,
+                r.images,
+                r.source,
+                r.why
+            );
+        }
+        for n in &d.summary.notes {
+            tracing::warn!("{n}");
+        }
     }
     let labelled = manifest.images.iter().filter(|i| i.labelled).count();
     if labelled > 0 && manifest.images.iter().all(|i| i.mitoses.is_empty()) {
         tracing::warn!(
             "none of the {labelled} labelled images has a mitotic figure (category 1): nothing can be \
-             learnt or scored from this dataset; check MIDOG.json's annotations"
+             learnt or scored from this dataset; check the annotation file"
         );
     }
     write_json(&ctx.out_dir().join(dataset_manifest::FILE), &manifest)
 }
 
-/// Reads MIDOG.json and checks it against the images: every file is named inside the root,
-/// exists and opens, every tile of it decodes, its size matches, boxes lie inside, categories are
-/// known. Every problem is reported, not just the first.
+/// How many images a synthetic config makes (for the progress bar).
+fn synthetic_images(cfg: &midog_synth::SynthConfig) -> u64 {
+    let breast = cfg.images_per_scanner as u64 * cfg.scanners.len() as u64;
+    match (&cfg.multi_domain, cfg.tumour_profiles()) {
+        (Some(m), Ok(types)) => {
+            types.iter().map(|t| if t.is_breast() { breast } else { m.images_per_tumour_type as u64 }).sum()
+        }
+        _ => breast,
+    }
+}
+
+/// Reads the annotation file (and the domain table) and checks them against the images: every
+/// file is named inside the root, exists and opens, every tile of it decodes, its size matches,
+/// boxes lie inside, categories are known, every image has its domains. Every problem is
+/// reported, not just the first.
 pub fn load_and_validate(
     dir: &Path,
     external_root: Option<PathBuf>,
+    files: &DatasetFiles,
+    p: &DatasetParams,
     map: &ScannerMap,
-    allow_outside_root: bool,
     ctx: &StageContext,
 ) -> Result<DatasetManifest, StageError> {
-    let json = dir.join("MIDOG.json");
-    let midog = MidogJson::load(&json).map_err(StageError::domain)?;
-    let names = file_name_problems(&midog, allow_outside_root);
+    let json = &files.json;
+    let midog = MidogJson::load(json).map_err(StageError::domain)?;
+    let names = file_name_problems(&midog, p.allow_outside_root);
     if !names.is_empty() {
         // Nothing is opened: a name outside the root is not read without the user's say.
-        return Err(StageError::msg(problem_list(&json, names)));
+        return Err(StageError::msg(problem_list(json, names)));
     }
-    let mut problems: Vec<String> = midog.check(&json);
+    let mut problems: Vec<String> = midog.check(json);
+    let table = load_table(files).map_err(StageError::domain)?;
+    let domains = match domains_of(files, &midog, table.as_ref(), map, scanners_explicit(p)) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            problems.extend(e);
+            None
+        }
+    };
     ctx.progress().start(midog.images.len() as u64, "opening images");
     let opened: Vec<Result<TiffImage, String>> = midog
         .images
@@ -265,6 +416,7 @@ pub fn load_and_validate(
             Ok((tiff.width(), tiff.height(), tiff.um_per_px()))
         })
         .collect();
+    let of_image: BTreeMap<u32, &ImageDomains> = domains.iter().flat_map(|d| &d.images).map(|d| (d.id, d)).collect();
     let mut images = Vec::new();
     for (img, check) in midog.images.iter().zip(checked) {
         let (w, h, res) = match check {
@@ -276,16 +428,23 @@ pub fn load_and_validate(
         };
         if (w, h) != (img.width, img.height) {
             problems.push(format!(
-                "image {} ({}): MIDOG.json says {} × {} px, the file is {w} × {h}",
-                img.id, img.file_name, img.width, img.height
+                "image {} ({}): {} says {} × {} px, the file is {w} × {h}",
+                img.id, img.file_name, files.json_name, img.width, img.height
             ));
         }
-        let Some(scanner) = map.scanner_of(img.id) else {
-            problems.push(format!(
-                "image {} ({}): no scanner covers this id; add it to [stages.dataset.scanners]",
-                img.id, img.file_name
-            ));
-            continue;
+        let Some(d) = of_image.get(&img.id) else { continue };
+        let scanner = scanner_info(p, map, &d.scanner);
+        let um_per_px = match (res, &scanner) {
+            (Some(r), _) => r,
+            (None, Some(s)) => s.um_per_px,
+            (None, None) => {
+                problems.push(format!(
+                    "image {} ({}): the file has no resolution tags and scanner `{}` has no nominal resolution; \
+                     give it: [stages.dataset.scanners.\"{}\"] um_per_px = …",
+                    img.id, img.file_name, d.scanner, d.scanner
+                ));
+                continue;
+            }
         };
         let anns = midog.annotations.iter().filter(|a| a.image_id == img.id);
         let (mut mitoses, mut imposters) = (Vec::new(), Vec::new());
@@ -296,11 +455,11 @@ pub fn load_and_validate(
                 None => {}
             }
         }
-        if !(scanner.labelled || mitoses.is_empty() && imposters.is_empty()) {
+        if !(d.labelled || mitoses.is_empty() && imposters.is_empty()) {
             tracing::warn!(
-                "image {} is from unlabelled scanner {}, yet has annotations; they are ignored",
+                "image {} is unlabelled (scanner {}), yet has annotations; they are ignored",
                 img.id,
-                scanner.name
+                d.scanner
             );
             mitoses.clear();
             imposters.clear();
@@ -310,19 +469,42 @@ pub fn load_and_validate(
             file_name: img.file_name.clone(),
             width: img.width,
             height: img.height,
-            scanner: scanner.name.clone(),
-            um_per_px: res.unwrap_or(scanner.um_per_px),
-            labelled: scanner.labelled,
+            scanner: d.scanner.clone(),
+            um_per_px,
+            labelled: d.labelled,
             mitoses,
             imposters,
+            domains: d.values.clone(),
+            official_set: d.set,
         });
     }
     if !problems.is_empty() {
-        return Err(StageError::msg(problem_list(&json, problems)));
+        return Err(StageError::msg(problem_list(json, problems)));
     }
     images.sort_by_key(|i| i.id);
-    let scanners = map.scanners().into_iter().filter(|s| images.iter().any(|i| i.scanner == s.name)).cloned().collect();
-    Ok(DatasetManifest { external_root, scanners, images })
+    let domains = domains.unwrap_or_default();
+    // Scanners in id-range order first (MIDOG 2021's XR, S360, CS2, GT450), then by first image.
+    let mut names: Vec<String> = map.scanners().iter().map(|s| s.name.clone()).collect();
+    names.extend(images.iter().map(|i| i.scanner.clone()));
+    let mut scanners: Vec<Scanner> = Vec::new();
+    for name in names {
+        let imgs: Vec<&DatasetImage> = images.iter().filter(|i| i.scanner == name).collect();
+        if imgs.is_empty() || scanners.iter().any(|s| s.name == name) {
+            continue;
+        }
+        let mut s = scanner_info(p, map, &name).unwrap_or_else(|| {
+            let mut res: Vec<f64> = imgs.iter().map(|i| i.um_per_px).collect();
+            res.sort_by(f64::total_cmp);
+            Scanner { name: name.clone(), model: name.clone(), um_per_px: res[res.len() / 2], labelled: true }
+        });
+        s.name = name.clone();
+        s.labelled = imgs.iter().any(|i| i.labelled);
+        scanners.push(s);
+    }
+    let summary = domains.summary;
+    let multi = !summary.attributes.is_empty() || !summary.renamings.is_empty() || files.table.is_some();
+    let info = multi.then(|| DomainsInfo { summary, official_sets: images.iter().any(|i| i.official_set.is_some()) });
+    Ok(DatasetManifest { external_root, scanners, images, domains: info })
 }
 
 /// Bumped when the TIFF reader decodes differently, so files verified by an older reader are

@@ -11,6 +11,7 @@ pub mod artifact;
 pub mod baseline;
 pub mod cli;
 pub mod dataset;
+pub mod dataset_definition;
 pub mod nms;
 pub mod report;
 pub mod results;

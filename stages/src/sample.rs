@@ -1,6 +1,9 @@
 //! The sample stage: where training patches come from. It writes a deterministic plan
 //! (`plan.json`) that expands into the patches of any epoch; its record states the fraction of
-//! patches holding a mitotic figure.
+//! patches holding a mitotic figure. `balance = "tumor_type"` (or any domain attribute) gives
+//! each of its values the same share of an epoch's patches, however many images it has.
+
+use std::collections::BTreeMap;
 
 use engine::{ParamError, StageContext, StageDef, StageError};
 use schemars::JsonSchema;
@@ -30,6 +33,10 @@ pub struct SampleParams {
     pub p_imposter: f64,
     /// Uniformly random validation patches per validation image.
     pub val_patches_per_image: u32,
+    /// A domain attribute ("tumor_type", "scanner", …) whose values share each epoch's patches
+    /// equally (the epoch keeps its size: training images × patches_per_image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<String>,
 }
 
 impl Default for SampleParams {
@@ -44,6 +51,7 @@ impl Default for SampleParams {
             p_mitosis: 0.4,
             p_imposter: 0.3,
             val_patches_per_image: 10,
+            balance: None,
         }
     }
 }
@@ -84,6 +92,12 @@ impl StageDef for SampleStage {
         if p.patches_per_image == 0 {
             return Err(ParamError::new(&["patches_per_image"], "must be at least 1"));
         }
+        if let Some(b) = &p.balance
+            && midog_data::domain_names::attribute_name(b).is_none()
+        {
+            return Err(ParamError::new(&["balance"], format!("`{b}` is not a domain attribute"))
+                .with_help("use scanner, tumor_type, species or origin"));
+        }
         Ok(())
     }
 }
@@ -101,11 +115,41 @@ pub fn run(p: &SampleParams, ctx: &StageContext) -> Result<(), StageError> {
                     height: img.height,
                     mitoses: img.mitoses.clone(),
                     imposters: img.imposters.clone(),
+                    patches: None,
                 })
             })
             .collect()
     };
-    let train = to_plan(&split.train)?;
+    let mut train = to_plan(&split.train)?;
+    if let Some(word) = &p.balance {
+        let attr = midog_data::domain_names::attribute_name(word).unwrap_or("scanner");
+        if !dataset.manifest.attributes().iter().any(|a| a == attr) {
+            return Err(StageError::msg(format!(
+                "sample.balance: the dataset has no {} (its domain attributes: {})",
+                midog_data::domain_names::attribute_label(attr),
+                dataset.manifest.attributes().join(", ")
+            )));
+        }
+        let values: Vec<String> = split
+            .train
+            .iter()
+            .map(|id| Ok(dataset.image(*id)?.domain(attr).unwrap_or_default().to_string()))
+            .collect::<Result<_, StageError>>()?;
+        let shares = balanced_patches(&values, p.patches_per_image);
+        for (img, n) in train.iter_mut().zip(&shares) {
+            img.patches = Some(*n);
+        }
+        let mut per: BTreeMap<&str, (usize, u32)> = BTreeMap::new();
+        for (v, n) in values.iter().zip(&shares) {
+            let e = per.entry(v.as_str()).or_default();
+            e.0 += 1;
+            e.1 += n;
+        }
+        for (v, (images, patches)) in &per {
+            tracing::info!("balance by {attr}: {v}: {patches} patches per epoch from {images} images");
+            ctx.set_summary(&format!("patches_{attr}={v}"), *patches as u64);
+        }
+    }
     let val = to_plan(&split.val)?;
     let val_patches = sample_plan::uniform_patches(&val, p.val_patches_per_image, p.patch_size, p.seed);
     let plan = SamplePlan {
@@ -140,4 +184,43 @@ pub fn run(p: &SampleParams, ctx: &StageContext) -> Result<(), StageError> {
         uniform.holding_fraction(&uniform_patches) * 100.0
     );
     write_json(&ctx.out_dir().join(sample_plan::FILE), &plan)
+}
+
+/// Patches per epoch for each image (given its domain value) so that every value gets the same
+/// share of `images × per_image` patches, spread evenly over its images; remainders go to the
+/// first values and images in order, so the total is exact and the result deterministic.
+pub fn balanced_patches(values: &[String], per_image: u32) -> Vec<u32> {
+    let total = values.len() as u64 * per_image as u64;
+    let mut distinct: Vec<&String> = values.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    let d = distinct.len().max(1) as u64;
+    let mut out = vec![0u32; values.len()];
+    for (k, v) in distinct.iter().enumerate() {
+        let quota = total / d + u64::from((k as u64) < total % d);
+        let members: Vec<usize> = (0..values.len()).filter(|&i| &values[i] == *v).collect();
+        let n = members.len() as u64;
+        for (j, &i) in members.iter().enumerate() {
+            out[i] = (quota / n + u64::from((j as u64) < quota % n)) as u32;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_domain_gets_an_equal_share_and_the_epoch_keeps_its_size() {
+        let v: Vec<String> = ["a", "a", "a", "a", "a", "a", "b", "c", "c"].iter().map(|s| s.to_string()).collect();
+        let p = balanced_patches(&v, 10);
+        assert_eq!(p.iter().sum::<u32>(), 90);
+        let share = |x: &str| v.iter().zip(&p).filter(|(a, _)| *a == x).map(|(_, n)| n).sum::<u32>();
+        assert_eq!((share("a"), share("b"), share("c")), (30, 30, 30));
+        assert_eq!(&p[..6], [5, 5, 5, 5, 5, 5]);
+        assert_eq!(p[6], 30);
+        // One domain: nothing changes.
+        assert_eq!(balanced_patches(&v[..3], 7), [7, 7, 7]);
+    }
 }

@@ -2,9 +2,14 @@
 //!
 //! `preset = "midog-reference"` is the course's split done right: test = the 30 labelled images of
 //! the reference validation list, train = the other 120 labelled images, and a validation part
-//! carved from train, stratified by scanner. Unlabelled images (GT450) never enter training,
-//! validation or scoring: as training images every mitosis in them would teach "background", as
-//! test images every correct detection would count as a false positive.
+//! carved from train, stratified by scanner. `preset = "midogpp"` is the official MIDOG++
+//! cross-validation split: test = the domain table's `test` rows, validation carved from its
+//! `train` rows stratified by tumour type. Selections (`leave_out`, `train_domains`,
+//! `test_domains`) and the stratification (`stratify`) take any domain attribute the dataset
+//! has: leave out "human melanoma", train on "canine" only, stratify by tumour type and scanner.
+//! Unlabelled images (GT450) never enter training, validation or scoring: as training images
+//! every mitosis in them would teach "background", as test images every correct detection would
+//! count as a false positive.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +20,10 @@ use rand_chacha::ChaCha8Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use midog_data::OfficialSet;
+use midog_data::domain_names::{SCANNER, TUMOR_TYPE, attribute_label, attribute_name, resolve_value};
+
+use crate::artifact::DatasetImage;
 use crate::artifact::dataset_manifest::DatasetManifest;
 use crate::artifact::split_sets::{self, SplitSets};
 use crate::artifact::write_json;
@@ -36,16 +45,20 @@ pub enum SplitPreset {
     Stratified,
     /// Only the explicit `train_ids` / `val_ids` / `test_ids`.
     Explicit,
+    /// The domain table's official sets (MIDOG++'s datasets_xvalidation.csv): test = its `test`
+    /// rows, the training pool its `train` rows; validation carved from the pool by tumour type.
+    Midogpp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SplitParams {
-    /// "midog-reference" (test = labelled reference validation ids), "stratified" or "explicit".
+    /// "midog-reference" (test = labelled reference validation ids), "stratified", "explicit"
+    /// or "midogpp" (the domain table's official train/test sets).
     pub preset: SplitPreset,
-    /// Fraction of the training pool kept for validation, per scanner.
+    /// Fraction of the training pool kept for validation, per stratum (scanner by default).
     pub val_fraction: f64,
-    /// Test fraction per scanner for the `stratified` preset.
+    /// Test fraction per stratum for the `stratified` preset.
     pub test_fraction: f64,
     /// Seed of the stratified choices.
     pub seed: u64,
@@ -57,8 +70,21 @@ pub struct SplitParams {
     pub train_scanners: Option<Vec<String>>,
     /// Test only on these scanners.
     pub test_scanners: Option<Vec<String>>,
-    /// Scanners left out of training and validation (still tested), e.g. ["S360"].
+    /// Domains left out of training and validation (still tested): scanners, tumour types or
+    /// any attribute's values, e.g. ["S360"] or ["human melanoma"] (`attribute:value` where a
+    /// value belongs to two attributes).
     pub leave_out: Vec<String>,
+    /// Train and validate only on images of these domains (values of one attribute: any of
+    /// them; of several attributes: each), e.g. ["canine"].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_domains: Option<Vec<String>>,
+    /// Test only on images of these domains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_domains: Option<Vec<String>>,
+    /// Attributes whose combinations the validation (and the stratified preset's test) share
+    /// is drawn from evenly, e.g. ["tumor_type", "scanner"] (default: scanner; midogpp: tumour type).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stratify: Vec<String>,
 }
 
 impl Default for SplitParams {
@@ -74,6 +100,9 @@ impl Default for SplitParams {
             train_scanners: None,
             test_scanners: None,
             leave_out: Vec::new(),
+            train_domains: None,
+            test_domains: None,
+            stratify: Vec::new(),
         }
     }
 }
@@ -96,6 +125,15 @@ impl StageDef for SplitStage {
         }
         if p.preset == SplitPreset::Explicit && (p.train_ids.is_none() || p.test_ids.is_none()) {
             return Err(ParamError::new(&["preset"], "the explicit preset needs `train_ids` and `test_ids`"));
+        }
+        for (i, a) in p.stratify.iter().enumerate() {
+            if attribute_name(a).is_none() {
+                return Err(ParamError::new(&["stratify"], format!("`{a}` is not a domain attribute"))
+                    .with_help("use scanner, tumor_type, species or origin"));
+            }
+            if p.stratify[..i].iter().any(|b| attribute_name(b) == attribute_name(a)) {
+                return Err(ParamError::new(&["stratify"], format!("`{a}` is listed twice")));
+            }
         }
         Ok(())
     }
@@ -136,7 +174,54 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
     if let Some(s) = &p.test_scanners {
         check_scanners("test_scanners", s)?;
     }
-    check_scanners("leave_out", &p.leave_out)?;
+    let domain_values = dataset.attribute_values();
+    let resolve = |field: &str, words: &[String], labelled_only: bool| -> Result<Vec<(String, String)>, StageError> {
+        words
+            .iter()
+            .map(|w| {
+                let (attr, value) =
+                    resolve_value(w, &domain_values).map_err(|e| StageError::msg(format!("split.{field}: {e}")))?;
+                if labelled_only && !dataset.images.iter().any(|i| i.labelled && i.domain(&attr) == Some(value.as_str())) {
+                    return Err(StageError::msg(format!(
+                        "split.{field}: {} `{value}` has no labelled images; they cannot train, validate or be scored (unlabelled images are kept for unsupervised domain adaptation)",
+                        attribute_label(&attr)
+                    )));
+                }
+                Ok((attr, value))
+            })
+            .collect()
+    };
+    let leave_out = resolve("leave_out", &p.leave_out, false)?;
+    let train_domains = p.train_domains.as_deref().map(|w| resolve("train_domains", w, true)).transpose()?;
+    let test_domains = p.test_domains.as_deref().map(|w| resolve("test_domains", w, true)).transpose()?;
+    if p.preset == SplitPreset::Midogpp
+        && p.test_ids.is_none()
+        && !dataset.images.iter().any(|i| i.official_set.is_some())
+    {
+        return Err(StageError::msg(
+            "split: preset = \"midogpp\" needs the official sets of a domain table with a Dataset column: \
+             set domains = \"datasets_xvalidation.csv\" in [stages.dataset] (relative to root)",
+        ));
+    }
+    let strata: Vec<String> = if p.stratify.is_empty() {
+        let default = if p.preset == SplitPreset::Midogpp { TUMOR_TYPE } else { SCANNER };
+        vec![default.to_string()]
+    } else {
+        p.stratify.iter().filter_map(|a| attribute_name(a)).map(str::to_string).collect()
+    };
+    let attributes = dataset.attributes();
+    if let Some(missing) = strata.iter().find(|a| !attributes.contains(a)) {
+        return Err(StageError::msg(format!(
+            "split.stratify: the dataset has no {} (its domain attributes: {}){}",
+            attribute_label(missing),
+            attributes.join(", "),
+            if missing == TUMOR_TYPE {
+                "; a dataset gets tumour types from MIDOG++.json or a domain table (dataset.domains)"
+            } else {
+                ""
+            }
+        )));
+    }
 
     let labelled: Vec<&crate::artifact::DatasetImage> = dataset.images.iter().filter(|i| i.labelled).collect();
     let unlabelled: Vec<u32> = dataset.images.iter().filter(|i| !i.labelled).map(|i| i.id).collect();
@@ -156,15 +241,18 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
     }
 
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let by_scanner = |ids: &[u32]| -> BTreeMap<String, Vec<u32>> {
-        let mut m: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    // Strata in value order (with the default, scanners by name, as the split always was).
+    let by_stratum = |ids: &[u32]| -> BTreeMap<Vec<String>, Vec<u32>> {
+        let mut m: BTreeMap<Vec<String>, Vec<u32>> = BTreeMap::new();
         for id in ids {
             if let Some(img) = dataset.image(*id) {
-                m.entry(img.scanner.clone()).or_default().push(*id);
+                let key = strata.iter().map(|a| img.domain(a).unwrap_or_default().to_string()).collect();
+                m.entry(key).or_default().push(*id);
             }
         }
         m
     };
+    let strata_words = strata.iter().map(|a| attribute_label(a)).collect::<Vec<_>>().join(" × ");
 
     let (mut test, description): (Vec<u32>, String) = match (&p.test_ids, p.preset) {
         (Some(ids), _) => (ids.clone(), "explicit test ids".into()),
@@ -173,9 +261,14 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
                 labelled.iter().map(|i| i.id).filter(|id| MIDOG_REFERENCE_VALIDATION.contains(id)).collect();
             (ids, "MIDOG 2021 reference split: test = labelled reference validation ids".into())
         }
+        (None, SplitPreset::Midogpp) => {
+            let ids: Vec<u32> =
+                labelled.iter().filter(|i| i.official_set == Some(OfficialSet::Test)).map(|i| i.id).collect();
+            (ids, "MIDOG++ official split: test = the domain table's test rows".into())
+        }
         (None, SplitPreset::Stratified) => {
             let mut test = Vec::new();
-            for (_, mut ids) in by_scanner(&labelled.iter().map(|i| i.id).collect::<Vec<_>>()) {
+            for (_, mut ids) in by_stratum(&labelled.iter().map(|i| i.id).collect::<Vec<_>>()) {
                 ids.shuffle(&mut rng);
                 let n = ((ids.len() as f64 * p.test_fraction).round() as usize)
                     .clamp(usize::from(ids.len() > 1), ids.len());
@@ -184,7 +277,7 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
             (
                 test,
                 format!(
-                    "stratified split: {:.0} % of each scanner's labelled images for test (seed {})",
+                    "stratified split: {:.0} % of each {strata_words}'s labelled images for test (seed {})",
                     p.test_fraction * 100.0,
                     p.seed
                 ),
@@ -195,23 +288,35 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
     if let Some(scanners) = &p.test_scanners {
         test.retain(|id| dataset.image(*id).is_some_and(|i| scanners.contains(&i.scanner)));
     }
+    if let Some(d) = &test_domains {
+        test.retain(|id| dataset.image(*id).is_some_and(|i| in_every_attribute(i, d)));
+    }
 
     let allowed_for_training = |id: &u32| {
         let Some(img) = dataset.image(*id) else { return false };
         img.labelled
-            && !p.leave_out.contains(&img.scanner)
+            && !leave_out.iter().any(|(a, v)| img.domain(a) == Some(v.as_str()))
             && p.train_scanners.as_ref().is_none_or(|s| s.contains(&img.scanner))
+            && train_domains.as_ref().is_none_or(|d| in_every_attribute(img, d))
     };
-    // Explicit ids are the user's word: one that leave_out or train_scanners excludes is a
-    // contradiction to report, not an id to drop.
+    // Explicit ids are the user's word: one that leave_out, train_scanners or train_domains
+    // excludes is a contradiction to report, not an id to drop.
     for (field, ids) in [("train_ids", &p.train_ids), ("val_ids", &p.val_ids)] {
         for id in ids.iter().flatten() {
             let Some(img) = dataset.image(*id) else { continue };
-            if p.leave_out.contains(&img.scanner) {
+            if let Some((attr, value)) = leave_out.iter().find(|(a, v)| img.domain(a) == Some(v.as_str())) {
                 return Err(StageError::msg(format!(
-                    "split.{field}: image {id} is from scanner {}, which `leave_out` keeps out of training \
-                     and validation; remove it from {field} or the scanner from leave_out",
-                    img.scanner
+                    "split.{field}: image {id} is from {} {value}, which `leave_out` keeps out of training \
+                     and validation; remove it from {field} or {value} from leave_out",
+                    attribute_label(attr)
+                )));
+            }
+            if let Some(d) = &train_domains
+                && !in_every_attribute(img, d)
+            {
+                return Err(StageError::msg(format!(
+                    "split.{field}: image {id} is not in `train_domains` ({})",
+                    d.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", ")
                 )));
             }
             if let Some(allowed) = &p.train_scanners
@@ -237,7 +342,7 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
                 None => {
                     let pool: Vec<u32> = pool.into_iter().filter(|id| allowed_for_training(id)).collect();
                     let (mut train, mut val) = (Vec::new(), Vec::new());
-                    for (_, mut ids) in by_scanner(&pool) {
+                    for (_, mut ids) in by_stratum(&pool) {
                         ids.shuffle(&mut rng);
                         let n = if p.val_fraction > 0.0 {
                             ((ids.len() as f64 * p.val_fraction).round() as usize)
@@ -280,8 +385,20 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
         ));
     }
     let mut description = description;
-    if !p.leave_out.is_empty() {
-        description.push_str(&format!("; left out of training: {}", p.leave_out.join(", ")));
+    if !leave_out.is_empty() {
+        let names: Vec<&str> = leave_out.iter().map(|(_, v)| v.as_str()).collect();
+        description.push_str(&format!("; left out of training: {}", names.join(", ")));
+    }
+    if let Some(d) = &train_domains {
+        description
+            .push_str(&format!("; trained on {}", d.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(" + ")));
+    }
+    if let Some(d) = &test_domains {
+        description
+            .push_str(&format!("; tested on {}", d.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(" + ")));
+    }
+    if !p.stratify.is_empty() || p.preset == SplitPreset::Midogpp {
+        description.push_str(&format!("; validation stratified by {strata_words}"));
     }
     description.push_str(&format!(
         "; {} train, {} val, {} test, {} unlabelled kept out",
@@ -293,10 +410,15 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
     Ok(SplitSets { train, val, test, unlabelled, description })
 }
 
+/// Whether an image has, for every attribute among `domains`, one of the values listed for it.
+fn in_every_attribute(img: &DatasetImage, domains: &[(String, String)]) -> bool {
+    let attrs: BTreeSet<&str> = domains.iter().map(|(a, _)| a.as_str()).collect();
+    attrs.into_iter().all(|a| domains.iter().any(|(da, v)| da == a && img.domain(a) == Some(v.as_str())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::DatasetImage;
     use midog_data::ScannerMap;
 
     fn midog_like() -> DatasetManifest {
@@ -314,10 +436,17 @@ mod tests {
                     labelled: s.labelled,
                     mitoses: vec![],
                     imposters: vec![],
+                    domains: Default::default(),
+                    official_set: None,
                 }
             })
             .collect();
-        DatasetManifest { external_root: None, scanners: map.scanners().into_iter().cloned().collect(), images }
+        DatasetManifest {
+            external_root: None,
+            scanners: map.scanners().into_iter().cloned().collect(),
+            images,
+            domains: None,
+        }
     }
 
     #[test]
@@ -355,6 +484,140 @@ mod tests {
         let s = split(&p, &d).unwrap();
         assert!(s.train.iter().chain(&s.val).all(|id| !(51..=100).contains(id)));
         assert!(s.test.iter().any(|id| (51..=100).contains(id)), "S360 is still tested");
+    }
+
+    /// A MIDOG++-like manifest: breast (XR 1–20, GT450 151–160 unlabelled), lymphosarcoma
+    /// (3D Histech 245–256), melanoma (XR 505–516); every fourth labelled image officially test.
+    fn midogpp_like() -> DatasetManifest {
+        let mut images = Vec::new();
+        let mut push = |id: u32, scanner: &str, tumour: &str, species: &str, labelled: bool| {
+            let mut domains = BTreeMap::new();
+            domains.insert("tumor_type".to_string(), tumour.to_string());
+            domains.insert("species".to_string(), if labelled { species } else { "unknown" }.to_string());
+            images.push(DatasetImage {
+                id,
+                file_name: format!("{id:03}.tiff"),
+                width: 1000,
+                height: 800,
+                scanner: scanner.into(),
+                um_per_px: 0.25,
+                labelled,
+                mitoses: vec![],
+                imposters: vec![],
+                domains,
+                official_set: labelled.then_some(if id.is_multiple_of(4) {
+                    OfficialSet::Test
+                } else {
+                    OfficialSet::Train
+                }),
+            });
+        };
+        for id in 1..=20 {
+            push(id, "XR", "human breast cancer", "human", true);
+        }
+        for id in 151..=160 {
+            push(id, "GT450", "human breast cancer", "human", false);
+        }
+        for id in 245..=256 {
+            push(id, "3D Histech", "canine lymphosarcoma", "canine", true);
+        }
+        for id in 505..=516 {
+            push(id, "XR", "human melanoma", "human", true);
+        }
+        let scanners = ["XR", "GT450", "3D Histech"]
+            .iter()
+            .map(|n| midog_data::Scanner {
+                name: n.to_string(),
+                model: n.to_string(),
+                um_per_px: 0.25,
+                labelled: *n != "GT450",
+            })
+            .collect();
+        let domains = Some(crate::artifact::dataset_manifest::DomainsInfo {
+            summary: midog_data::DomainSummary {
+                attributes: vec!["tumor_type".into(), "species".into()],
+                ..Default::default()
+            },
+            official_sets: true,
+        });
+        DatasetManifest { external_root: None, scanners, images, domains }
+    }
+
+    fn tumour_of(d: &DatasetManifest, id: u32) -> &str {
+        d.image(id).unwrap().domain("tumor_type").unwrap()
+    }
+
+    #[test]
+    fn midogpp_preset_tests_on_the_tables_test_rows_and_stratifies_validation_by_tumour_type() {
+        let d = midogpp_like();
+        let p = SplitParams { preset: SplitPreset::Midogpp, val_fraction: 0.25, ..Default::default() };
+        let s = split(&p, &d).unwrap();
+        let official: Vec<u32> =
+            d.images.iter().filter(|i| i.official_set == Some(OfficialSet::Test)).map(|i| i.id).collect();
+        assert_eq!(s.test, official);
+        let mut pool: Vec<u32> = s.train.iter().chain(&s.val).copied().collect();
+        pool.sort();
+        let train_rows: Vec<u32> =
+            d.images.iter().filter(|i| i.official_set == Some(OfficialSet::Train)).map(|i| i.id).collect();
+        assert_eq!(pool, train_rows);
+        assert_eq!(s.unlabelled, (151..=160).collect::<Vec<_>>());
+        for t in ["human breast cancer", "canine lymphosarcoma", "human melanoma"] {
+            let n = s.val.iter().filter(|id| tumour_of(&d, **id) == t).count();
+            let of_type = train_rows.iter().filter(|id| tumour_of(&d, **id) == t).count();
+            assert_eq!(n, (of_type as f64 * 0.25).round() as usize, "{t}: {s:?}");
+        }
+        assert!(s.description.contains("validation stratified by tumour type"), "{}", s.description);
+        // Seeded and repeatable.
+        assert_eq!(split(&p, &d).unwrap(), s);
+    }
+
+    #[test]
+    fn any_attribute_can_be_left_out_or_chosen_for_training_or_testing() {
+        let d = midogpp_like();
+        let base = SplitParams { preset: SplitPreset::Midogpp, ..Default::default() };
+        let p = SplitParams { leave_out: vec!["Human Melanoma".into()], ..base.clone() };
+        let s = split(&p, &d).unwrap();
+        assert!(s.train.iter().chain(&s.val).all(|id| tumour_of(&d, *id) != "human melanoma"));
+        assert!(s.test.iter().any(|id| tumour_of(&d, *id) == "human melanoma"), "still tested");
+        assert!(s.description.contains("left out of training: human melanoma"), "{}", s.description);
+
+        let p = SplitParams { train_domains: Some(vec!["canine".into()]), ..base.clone() };
+        let s = split(&p, &d).unwrap();
+        assert!(s.train.iter().chain(&s.val).all(|id| (245..=256).contains(id)), "{s:?}");
+        assert!(s.test.iter().any(|id| *id < 245), "all types still tested");
+
+        // Two attributes: each must match (XR and breast cancer: not melanoma).
+        let p = SplitParams {
+            train_domains: Some(vec!["XR".into(), "human breast cancer".into()]),
+            test_domains: Some(vec!["melanoma".into(), "human melanoma".into()].split_off(1)),
+            ..base.clone()
+        };
+        let s = split(&p, &d).unwrap();
+        assert!(s.train.iter().all(|id| *id <= 20), "{s:?}");
+        assert!(s.test.iter().all(|id| *id >= 505), "{s:?}");
+
+        let e = split(&SplitParams { leave_out: vec!["feline".into()], ..base.clone() }, &d).unwrap_err().to_string();
+        assert!(e.contains("split.leave_out") && e.contains("none of the dataset's domains"), "{e}");
+        let e = split(&SplitParams { train_domains: Some(vec!["GT450".into()]), ..base.clone() }, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no labelled images"), "{e}");
+        let p = SplitParams { stratify: vec!["tumor_type".into(), "scanner".into()], ..base };
+        assert!(split(&p, &d).unwrap().description.contains("tumour type × scanner"));
+    }
+
+    #[test]
+    fn midog_2021_has_no_official_sets_or_tumour_types() {
+        let d = midog_like();
+        let e = split(&SplitParams { preset: SplitPreset::Midogpp, ..Default::default() }, &d).unwrap_err().to_string();
+        assert!(e.contains("domains = \"datasets_xvalidation.csv\""), "{e}");
+        let e = split(&SplitParams { stratify: vec!["tumour type".into()], ..Default::default() }, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no tumour type"), "{e}");
+        // Scanner selections work as before, through the generic path too.
+        let s = split(&SplitParams { leave_out: vec!["s360".into()], ..Default::default() }, &d).unwrap();
+        assert!(s.train.iter().all(|id| !(51..=100).contains(id)));
     }
 
     #[test]

@@ -65,6 +65,22 @@ fn every_shipped_experiment_resolves() {
     // midog-baseline reads real MIDOG files: point it at a small synthetic set in MIDOG's format.
     let synth = p.run(&["synth", "data", "--images-per-scanner", "1", "--scale", "0.05", "--seed", "1"]);
     assert!(synth.status.success(), "{}", stderr(&synth));
+    // The MIDOG++ files read real MIDOG++ data: a small synthetic set in its layout stands in.
+    let synth = p.run(&[
+        "synth",
+        "data-pp",
+        "--tumor-types",
+        "all",
+        "--images-per-tumor-type",
+        "1",
+        "--images-per-scanner",
+        "1",
+        "--scale",
+        "0.05",
+        "--seed",
+        "1",
+    ]);
+    assert!(synth.status.success(), "{}", stderr(&synth));
     let mut seen = 0;
     for entry in std::fs::read_dir(experiments()).unwrap().flatten() {
         let path = entry.path();
@@ -72,7 +88,22 @@ fn every_shipped_experiment_resolves() {
             continue;
         }
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let file = if stem == "midog-baseline" {
+        let file = if stem.starts_with("midogpp") {
+            p.write("weights.safetensors", "placeholder");
+            let name = format!("{stem}-check.toml");
+            p.write(
+                &name,
+                &format!(
+                    "[experiment]\nname = \"{stem}-check\"\nextends = \"{}\"\n[stages.dataset]\nroot = \"{}\"\n\
+                     annotations = \"MIDOG++.json\"\ndomains = \"datasets_xvalidation.csv\"\n\
+                     [stages.train]\nbackbone_weights = \"{}\"\n",
+                    path.display(),
+                    p.path("data-pp").display(),
+                    p.path("weights.safetensors").display()
+                ),
+            );
+            p.path(&name)
+        } else if stem == "midog-baseline" {
             // It also starts from ImageNet weights; a dry run checks the file is there but
             // reads no tensors, so a placeholder stands in.
             p.write("weights.safetensors", "placeholder");
@@ -96,7 +127,7 @@ fn every_shipped_experiment_resolves() {
         assert!(stages.keys().any(|s| s.starts_with("report")), "{stem} has no report stage: {stages:?}");
         seen += 1;
     }
-    assert!(seen >= 7, "only {seen} experiment files found");
+    assert!(seen >= 10, "only {seen} experiment files found");
 }
 
 #[test]
@@ -179,5 +210,52 @@ fn cheap_studies_run_end_to_end_with_shared_upstream_computed_once() {
     let text = stdout(&cmp);
     for stage in ["score_r50", "score_centernet", "score_baseline"] {
         assert!(text.contains(stage), "compare lacks {stage}:\n{text}");
+    }
+}
+
+#[test]
+fn tumour_shift_runs_end_to_end_on_a_synthetic_midogpp_set() {
+    let p = Project::new(pipeline_bin());
+    let mut text = format!(
+        r#"[experiment]
+name = "tumour-shift-ci"
+extends = "{}"
+
+[stages.dataset]
+synthetic = {{ images_per_scanner = 3, scanners = ["XR", "GT450"], scale = 0.08, density = 60, seed = 5, tumor_types = ["human breast cancer", "canine lymphosarcoma", "human melanoma"], images_per_tumor_type = 4, test_fraction = 0.25 }}
+
+[stages.sample]
+patch_size = 128
+patches_per_image = 4
+
+[stages.tile_infer]
+tile_size = 256
+"#,
+        experiments().join("tumour-shift.toml").display()
+    );
+    text.push_str(&format!("\n[stages.train]\n{TINY_TRAIN}"));
+    p.write("tumour-shift-ci.toml", &text);
+    let r = p.run_json("tumour-shift-ci.toml");
+    for v in ["all-tumour-types", "without-lymphosarcoma", "without-melanoma"] {
+        assert_eq!(r.get(&format!("report@{v}")).map(String::as_str), Some("ran"), "{v}: {r:?}");
+    }
+    assert_eq!(ran(&r, "dataset"), 1, "one synthetic set for every variant: {r:?}");
+    assert_eq!(ran(&r, "train"), 3, "{r:?}");
+    // Each variant's split keeps its left-out type out of training and validation, in the test set.
+    let splits: Vec<serde_json::Value> = p
+        .published()
+        .iter()
+        .map(|e| e.join("out/split.json"))
+        .filter(|f| f.is_file())
+        .map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap())
+        .collect();
+    assert_eq!(splits.len(), 3, "one split per variant");
+    for block in [245..=299u64, 505..=553] {
+        let out = splits.iter().find(|s| {
+            let trained = |k: &str| s[k].as_array().unwrap().iter().any(|v| block.contains(&v.as_u64().unwrap()));
+            !trained("train") && !trained("val")
+        });
+        let out = out.unwrap_or_else(|| panic!("no variant leaves out ids {block:?}: {splits:?}"));
+        assert!(out["test"].as_array().unwrap().iter().any(|v| block.contains(&v.as_u64().unwrap())), "{out}");
     }
 }

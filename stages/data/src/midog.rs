@@ -1,4 +1,6 @@
-//! MIDOG.json: the COCO-like annotation file of MIDOG 2021.
+//! MIDOG.json: the COCO-like annotation file of MIDOG 2021, and MIDOG++.json, its multi-domain
+//! extension in the same layout (each image also has a `tumor_type`; annotations a `labels`
+//! list of the annotators' votes, kept as an extra field).
 //!
 //! `images`: `id` (= file number), `file_name`, `width`, `height`. `annotations`: `bbox` as
 //! `[x1, y1, x2, y2]` corners (not COCO's x, y, w, h; every box 50 × 50 px, its centre is the
@@ -10,6 +12,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
+
+/// The annotation file of MIDOG 2021.
+pub const MIDOG_JSON: &str = "MIDOG.json";
+/// The annotation file of MIDOG++ (`databases/MIDOG++.json` in its repository).
+pub const MIDOGPP_JSON: &str = "MIDOG++.json";
 
 pub const MITOSIS: u32 = 1;
 pub const IMPOSTER: u32 = 2;

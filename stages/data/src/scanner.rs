@@ -33,6 +33,13 @@ pub fn midog_2021_scanners() -> Vec<Scanner> {
     ]
 }
 
+/// A scanner of MIDOG 2021 by its short name (`XR`, `S360`, `CS2`, `GT450`): its model and
+/// nominal resolution. Other scanners (e.g. MIDOG++'s `3D Histech`) have no nominal resolution
+/// here; their files' resolution tags, or `[stages.dataset.scanners]`, give it.
+pub fn known_scanner(name: &str) -> Option<Scanner> {
+    midog_2021_scanners().into_iter().find(|s| s.name.eq_ignore_ascii_case(name))
+}
+
 /// Image id ranges → scanner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScannerMap {

@@ -28,6 +28,10 @@ pub struct PlanImage {
     pub height: u32,
     pub mitoses: Vec<[f64; 4]>,
     pub imposters: Vec<[f64; 4]>,
+    /// Patches per epoch from this image when the sample stage balanced domains (else the
+    /// recipe's `patches_per_image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patches: Option<u32>,
 }
 
 /// One patch: its image and top-left corner (level-0 px; may reach over the border, which
@@ -71,7 +75,7 @@ impl SamplePlan {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(r.seed, epoch as u64 + 1));
         let mut out = Vec::with_capacity(self.train.len() * r.patches_per_image as usize);
         for img in &self.train {
-            for _ in 0..r.patches_per_image {
+            for _ in 0..img.patches.unwrap_or(r.patches_per_image) {
                 out.push(place(img, r, &mut rng));
             }
         }
@@ -198,6 +202,7 @@ mod tests {
             height: 3000,
             mitoses: mitoses.collect(),
             imposters: vec![[1000.0, 1000.0, 1050.0, 1050.0]],
+            patches: None,
         }
     }
 

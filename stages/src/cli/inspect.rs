@@ -1,5 +1,6 @@
-//! `pipeline inspect`: look at a dataset directory or a TIFF without other tools. A directory is
-//! also checked: every image must open and every tile of it decode (`--quick` only opens them);
+//! `pipeline inspect`: look at a dataset directory or a TIFF without other tools. A directory
+//! shows its counts per domain (scanner; tumour type, species and origin lab of a multi-domain
+//! set like MIDOG++) and every spelling it normalised. It is also checked: every image must open and every tile of it decode (`--quick` only opens them);
 //! unreadable files are named and the exit status is non-zero.
 
 use std::collections::BTreeMap;
@@ -9,12 +10,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use midog_data::{Category, MidogJson, ScannerMap, TiffImage, TileCache, write_png_rgb};
+use midog_data::domain_names::{SCANNER, UNKNOWN, attribute_label};
+use midog_data::{Category, MidogJson, OfficialSet, ScannerMap, TiffImage, TileCache, write_png_rgb};
+
+use crate::dataset_definition::{dataset_files, domains_of, load_table};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// A dataset directory (with MIDOG.json) or one TIFF file.
+    /// A dataset directory (with MIDOG.json or MIDOG++.json) or one TIFF file.
     pub path: PathBuf,
+    /// With a dataset directory: the annotation file, relative to it (default: MIDOG++.json or
+    /// MIDOG.json, whichever is there).
+    #[arg(long, value_name = "FILE")]
+    pub annotations: Option<PathBuf>,
+    /// With a dataset directory: its domain table, relative to it (default:
+    /// datasets_xvalidation.csv when it is there). Counts per tumour type, species, origin.
+    #[arg(long, value_name = "FILE.csv")]
+    pub domains: Option<PathBuf>,
     /// With a TIFF: a region to extract, `X,Y,W,H` in pixels of the chosen level.
     #[arg(long, value_name = "X,Y,W,H", requires = "out")]
     pub region: Option<String>,
@@ -31,7 +43,7 @@ pub struct InspectArgs {
 
 pub fn run(a: InspectArgs) -> Result<()> {
     if a.path.is_dir() {
-        return inspect_dataset(&a.path, a.quick);
+        return inspect_dataset(&a.path, &a);
     }
     let tiff = TiffImage::open(&a.path)?;
     print!("{}", tiff.info());
@@ -55,75 +67,134 @@ pub fn run(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn inspect_dataset(dir: &Path, quick: bool) -> Result<()> {
-    let json = dir.join("MIDOG.json");
-    if !json.is_file() {
-        bail!("{} has no MIDOG.json", dir.display());
-    }
+fn inspect_dataset(dir: &Path, a: &InspectArgs) -> Result<()> {
+    // The table: the one asked for, else MIDOG++'s beside the images (said so below).
+    let default_table = Path::new(midog_data::domain_table::MIDOGPP_TABLE);
+    let table = match &a.domains {
+        Some(t) => Some(t.as_path()),
+        None => dir.join(default_table).is_file().then_some(default_table),
+    };
+    let files = dataset_files(dir, a.annotations.as_deref(), table).map_err(|e| anyhow::anyhow!(e))?;
+    let json = files.json.clone();
     let midog = MidogJson::load(&json)?;
     let map = ScannerMap::midog_2021();
-    #[derive(Default)]
-    struct Row {
-        images: usize,
-        mitoses: usize,
-        imposters: usize,
-        sizes: Vec<(u32, u32)>,
-        res: Vec<f64>,
-        missing: usize,
-    }
-    let read = read_every_tile(dir, &midog, quick);
+    let table = load_table(&files)?;
+    let domains = domains_of(&files, &midog, table.as_ref(), &map, false);
+    let read = read_every_tile(dir, &midog, a.quick);
     let mut unreadable = Vec::new();
-    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    let mut res_of: BTreeMap<u32, Option<f64>> = BTreeMap::new();
     for (img, read) in midog.images.iter().zip(read) {
-        let scanner = map.scanner_of(img.id).map(|s| s.name.clone()).unwrap_or_else(|| "?".into());
-        let row = rows.entry(scanner).or_default();
-        row.images += 1;
-        row.sizes.push((img.width, img.height));
         match read {
-            Ok(res) => row.res.extend(res),
-            Err(e) => {
-                row.missing += 1;
-                unreadable.push(format!("image {} ({}): {e}", img.id, img.file_name));
+            Ok(res) => {
+                res_of.insert(img.id, res);
             }
+            Err(e) => unreadable.push(format!("image {} ({}): {e}", img.id, img.file_name)),
         }
-        for a in midog.annotations.iter().filter(|a| a.image_id == img.id) {
+    }
+    let counts = |id: u32| {
+        let (mut m, mut h) = (0, 0);
+        for a in midog.annotations.iter().filter(|a| a.image_id == id) {
             match Category::from_id(a.category_id) {
-                Some(Category::Mitosis) => row.mitoses += 1,
-                Some(Category::Imposter) => row.imposters += 1,
+                Some(Category::Mitosis) => m += 1,
+                Some(Category::Imposter) => h += 1,
                 None => {}
             }
         }
-    }
-    println!("{}: {} images, {} annotations", dir.display(), midog.images.len(), midog.annotations.len());
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|(name, r)| {
-            let mean = |f: fn(&(u32, u32)) -> u32| {
-                r.sizes.iter().map(f).map(f64::from).sum::<f64>() / r.sizes.len().max(1) as f64
-            };
-            let res = if r.res.is_empty() {
-                "–".into()
-            } else {
-                format!("{:.3}", r.res.iter().sum::<f64>() / r.res.len() as f64)
-            };
-            vec![
-                name.clone(),
-                r.images.to_string(),
-                format!("{:.0} × {:.0}", mean(|s| s.0), mean(|s| s.1)),
-                res,
-                r.mitoses.to_string(),
-                r.imposters.to_string(),
-                if r.missing > 0 { format!("{} unreadable", r.missing) } else { "ok".into() },
-            ]
-        })
-        .collect();
+        (m, h)
+    };
     println!(
-        "{}",
-        engine::progress::table(
-            &["scanner", "images", "mean size (px)", "µm/px", "mitotic figures", "hard negatives", "files"],
-            &table
-        )
+        "{}: {} images, {} annotations ({}{})",
+        dir.display(),
+        midog.images.len(),
+        midog.annotations.len(),
+        files.json_name,
+        files.table.as_ref().map(|t| format!(", domain table {}", t.display())).unwrap_or_default()
     );
+    if a.domains.is_none() && table.is_some() {
+        println!(
+            "  (the dataset stage reads the table only with domains = \"{}\" in [stages.dataset])",
+            default_table.display()
+        );
+    }
+    let domains = match domains {
+        Ok(d) => d,
+        Err(problems) => {
+            for p in problems.iter().take(20) {
+                println!("problem: {p}");
+            }
+            bail!("{}: {} problem(s) with the dataset's domains (listed above)", json.display(), problems.len());
+        }
+    };
+    let by_id: BTreeMap<u32, &midog_data::ImageEntry> = midog.images.iter().map(|i| (i.id, i)).collect();
+    let mut attributes = vec![SCANNER.to_string()];
+    attributes.extend(domains.summary.attributes.iter().cloned());
+    for attr in &attributes {
+        let value_of = |d: &midog_data::ImageDomains| -> String {
+            if attr == SCANNER { d.scanner.clone() } else { d.values.get(attr).cloned().unwrap_or_default() }
+        };
+        let mut values: Vec<String> = domains.images.iter().map(value_of).collect();
+        values.sort_by(|a, b| (a == UNKNOWN).cmp(&(b == UNKNOWN)).then(a.cmp(b)));
+        values.dedup();
+        let rows: Vec<Vec<String>> = values
+            .iter()
+            .map(|v| {
+                let imgs: Vec<&midog_data::ImageDomains> =
+                    domains.images.iter().filter(|d| &value_of(d) == v).collect();
+                let labelled = imgs.iter().filter(|d| d.labelled).count();
+                let test = imgs.iter().filter(|d| d.set == Some(OfficialSet::Test)).count();
+                let (m, h) = imgs.iter().map(|d| counts(d.id)).fold((0, 0), |(a, b), (c, e)| (a + c, b + e));
+                let mut row = vec![v.clone(), imgs.len().to_string(), labelled.to_string()];
+                if domains.images.iter().any(|d| d.set.is_some()) {
+                    row.push(format!("{} / {}", labelled - test, test));
+                }
+                row.extend([m.to_string(), h.to_string()]);
+                if attr == SCANNER {
+                    let sizes: Vec<(u32, u32)> =
+                        imgs.iter().filter_map(|d| by_id.get(&d.id)).map(|i| (i.width, i.height)).collect();
+                    let mean = |f: fn(&(u32, u32)) -> u32| {
+                        sizes.iter().map(f).map(f64::from).sum::<f64>() / sizes.len().max(1) as f64
+                    };
+                    let res: Vec<f64> = imgs.iter().filter_map(|d| res_of.get(&d.id).copied().flatten()).collect();
+                    let unread = imgs.iter().filter(|d| !res_of.contains_key(&d.id)).count();
+                    row.push(format!("{:.0} × {:.0}", mean(|s| s.0), mean(|s| s.1)));
+                    row.push(if res.is_empty() {
+                        "–".into()
+                    } else {
+                        format!("{:.3}", res.iter().sum::<f64>() / res.len() as f64)
+                    });
+                    row.push(if unread > 0 { format!("{unread} unreadable") } else { "ok".into() });
+                }
+                row
+            })
+            .collect();
+        let mut head = vec![attribute_label(attr), "images", "labelled"];
+        if domains.images.iter().any(|d| d.set.is_some()) {
+            head.push("train / test");
+        }
+        head.extend(["mitotic figures", "hard negatives"]);
+        if attr == SCANNER {
+            head.extend(["mean size (px)", "µm/px", "files"]);
+        }
+        println!("{}", engine::progress::table(&head, &rows));
+    }
+    for src in &domains.summary.sources {
+        println!("source: {src}");
+    }
+    for r in &domains.summary.renamings {
+        println!(
+            "read as: {} `{}` → `{}` ({} image{}; {}; {})",
+            attribute_label(&r.attribute),
+            r.written,
+            r.canonical,
+            r.images,
+            if r.images == 1 { "" } else { "s" },
+            r.source,
+            r.why
+        );
+    }
+    for n in &domains.summary.notes {
+        println!("note: {n}");
+    }
     let problems = midog.check(&json);
     for p in problems.iter().take(20) {
         println!("problem: {p}");

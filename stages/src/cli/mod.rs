@@ -64,9 +64,11 @@ pub enum Command {
     ///   pipeline inspect data/midog
     ///   pipeline inspect data/midog/001.tiff --region 2000,1500,512,512 --out crop.png
     Inspect(inspect::InspectArgs),
-    /// Generate a synthetic MIDOG-like dataset (MIDOG.json + tiled TIFFs).
+    /// Generate a synthetic MIDOG-like dataset (MIDOG.json + tiled TIFFs), or with
+    /// --tumor-types a multi-domain set in the MIDOG++ layout (MIDOG++.json + datasets_xvalidation.csv).
     ///
     /// Example: pipeline synth data/synth --images-per-scanner 10 --scale 0.2 --density 40
+    /// Example: pipeline synth data/synthpp --tumor-types all --images-per-tumor-type 5 --scale 0.1 --density 40
     Synth(synth::SynthArgs),
     /// Score detections in the official MIDOG JSON format against ground truth.
     ///

@@ -1,7 +1,10 @@
 //! The dataset as a whole: plans the images, renders and writes them in parallel (images and
 //! tiles in parallel, yet bit-identical whatever the thread count, because every tile is a pure
 //! function of its scene), and writes MIDOG.json (GT450 unannotated, as in MIDOG) plus
-//! `synthetic_truth.json` with every special cell, labelled or not, for diagnostics.
+//! `synthetic_truth.json` with every special cell, labelled or not, for diagnostics. A
+//! multi-domain set is written in the MIDOG++ layout instead: MIDOG++.json (every image with its
+//! `tumor_type`) and `datasets_xvalidation.csv` (one row per labelled slide, with the table's
+//! own spellings, "Hamammatsu XR" and "canine lymphoma" included).
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -9,13 +12,17 @@ use std::sync::mpsc;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use midog_data::{AnnotationEntry, Category, ImageEntry, MidogJson};
+use midog_data::{AnnotationEntry, Category, ImageEntry, MidogJson, OfficialSet};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
 
 use crate::config::{Compression, SynthConfig};
 use crate::error::SynthError;
+use crate::hash_noise::derive;
 use crate::render::render_region;
 use crate::rgb_image::RgbImage;
-use crate::scene::{ImagePlan, ImageScene, TruthClass, TruthObject, plan_images};
+use crate::scanner_profile::ScannerProfile;
+use crate::scene::{ImagePlan, ImageScene, TruthClass, TruthObject, plan_images, plan_tumour_images};
 use crate::tiff_writer::{TiffLayout, write_tiled_tiff};
 use crate::tile_codec::{decode_tile, encode_tile};
 
@@ -31,6 +38,18 @@ pub struct SynthSummary {
     pub lookalikes: usize,
     pub bytes: u64,
     pub per_scanner: Vec<ScannerSummary>,
+    /// Per tumour type (multi-domain sets only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_tumour_type: Vec<TumourSummary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TumourSummary {
+    pub tumour_type: String,
+    pub images: usize,
+    pub mitoses: usize,
+    /// Labelled images the table marks `test`.
+    pub test_images: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -52,6 +71,9 @@ pub struct TruthImage {
     pub width: u32,
     pub height: u32,
     pub um_per_px: f64,
+    /// Multi-domain sets only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tumor_type: Option<String>,
     pub objects: Vec<TruthObject>,
 }
 
@@ -120,8 +142,12 @@ fn write_image(out_dir: &Path, plan: &ImagePlan, config: &SynthConfig) -> Result
         um_per_px: plan.scanner.um_per_px,
         compression: config.compression,
         description: format!(
-            "{} synthetic MIDOG-like H&E; scanner={} ({}); image id={}; seed={}; image seed={:#018x}; scale={}; density={}",
+            "{} synthetic MIDOG-like H&E; {}scanner={} ({}); image id={}; seed={}; image seed={:#018x}; scale={}; density={}",
             generator_name(),
+            match config.multi_domain {
+                Some(_) => format!("tumour type={}; ", plan.tumour.name),
+                None => String::new(),
+            },
             plan.scanner.name,
             plan.scanner.model,
             plan.id,
@@ -148,6 +174,7 @@ fn write_image(out_dir: &Path, plan: &ImagePlan, config: &SynthConfig) -> Result
         width: plan.width,
         height: plan.height,
         um_per_px: plan.scanner.um_per_px,
+        tumor_type: config.multi_domain.as_ref().map(|_| plan.tumour.name.to_string()),
         objects: scene.cells.iter().map(|c| c.truth.clone()).collect(),
     };
     Ok((truth, bytes))
@@ -163,7 +190,7 @@ pub fn generate(
 ) -> Result<SynthSummary, SynthError> {
     let profiles = config.profiles()?;
     std::fs::create_dir_all(out_dir).map_err(|e| SynthError::io(out_dir, e))?;
-    let plans = plan_images(&profiles, config.images_per_scanner, config.scale, config.seed, config.density);
+    let plans = plan_dataset(config, &profiles)?;
     let total = plans.len();
     progress(0, total);
     let (tx, rx) = mpsc::channel::<()>();
@@ -194,17 +221,34 @@ pub fn generate(
     }
 
     let midog = midog_json(&truth_images, config, &profiles);
-    let midog_path = out_dir.join("MIDOG.json");
+    let json_name =
+        if config.multi_domain.is_some() { midog_data::midog::MIDOGPP_JSON } else { midog_data::midog::MIDOG_JSON };
+    let midog_path = out_dir.join(json_name);
     midog.save(&midog_path).map_err(|e| SynthError::Data { path: midog_path.clone(), source: e })?;
+    let sets = match &config.multi_domain {
+        Some(m) => {
+            let sets = official_sets(&truth_images, &profiles, m.test_fraction, config.seed);
+            write_domain_table(&out_dir.join(midog_data::domain_table::MIDOGPP_TABLE), &truth_images, &sets)?;
+            sets
+        }
+        None => Default::default(),
+    };
     let truth = SyntheticTruth { generator: generator_name(), config: config.clone(), images: truth_images };
     let truth_path = out_dir.join("synthetic_truth.json");
     let json = serde_json::to_vec_pretty(&truth).map_err(|e| SynthError::encode(&truth_path, e.to_string()))?;
     std::fs::write(&truth_path, json).map_err(|e| SynthError::io(&truth_path, e))?;
 
     let mut summary = SynthSummary { images: truth.images.len(), bytes, ..SynthSummary::default() };
-    for p in &profiles {
-        let mut s = ScannerSummary { scanner: p.name.to_string(), labelled: p.labelled, ..ScannerSummary::default() };
-        for img in truth.images.iter().filter(|i| i.scanner == p.name) {
+    // The breast cancer scanners in id order, then those of the other tumour types.
+    let mut scanners: Vec<(String, bool)> = profiles.iter().map(|p| (p.name.to_string(), p.labelled)).collect();
+    for img in &truth.images {
+        if !scanners.iter().any(|(n, _)| *n == img.scanner) {
+            scanners.push((img.scanner.clone(), true));
+        }
+    }
+    for (name, labelled) in scanners {
+        let mut s = ScannerSummary { scanner: name.clone(), labelled, ..ScannerSummary::default() };
+        for img in truth.images.iter().filter(|i| i.scanner == name) {
             s.images += 1;
             s.mitoses += img.objects.iter().filter(|o| o.class == TruthClass::Mitosis).count();
             s.hard_negatives += img.objects.iter().filter(|o| o.class == TruthClass::HardNegative).count();
@@ -214,7 +258,101 @@ pub fn generate(
         summary.hard_negatives += s.hard_negatives;
         summary.per_scanner.push(s);
     }
+    if config.multi_domain.is_some() {
+        for t in config.tumour_profiles()? {
+            let imgs: Vec<&TruthImage> =
+                truth.images.iter().filter(|i| i.tumor_type.as_deref() == Some(t.name)).collect();
+            summary.per_tumour_type.push(TumourSummary {
+                tumour_type: t.name.to_string(),
+                images: imgs.len(),
+                mitoses: imgs.iter().flat_map(|i| &i.objects).filter(|o| o.class == TruthClass::Mitosis).count(),
+                test_images: imgs.iter().filter(|i| sets.get(&i.id) == Some(&OfficialSet::Test)).count(),
+            });
+        }
+    }
     Ok(summary)
+}
+
+/// Whether the annotation file carries an image's annotations: every image but those of an
+/// unlabelled breast cancer scanner (GT450), as in MIDOG++.
+fn labelled_image(img: &TruthImage, breast_scanners: &[ScannerProfile]) -> bool {
+    breast_scanners.iter().find(|p| p.name == img.scanner).is_none_or(|p| p.labelled)
+}
+
+/// Every image to make: MIDOG 2021's scanner blocks, or for a multi-domain set each tumour type
+/// in its MIDOG++ block (breast cancer on the chosen scanners, the others on their own).
+fn plan_dataset(config: &SynthConfig, profiles: &[ScannerProfile]) -> Result<Vec<ImagePlan>, SynthError> {
+    let (n, scale, seed, density) = (config.images_per_scanner, config.scale, config.seed, config.density);
+    let Some(m) = &config.multi_domain else { return Ok(plan_images(profiles, n, scale, seed, density)) };
+    let mut plans = Vec::new();
+    for t in config.tumour_profiles()? {
+        if t.is_breast() {
+            plans.extend(plan_images(profiles, n, scale, seed, density));
+            continue;
+        }
+        let scanner = ScannerProfile::any_by_name(t.scanner).ok_or_else(|| {
+            SynthError::Config(format!("tumour type `{}`: no scanner profile `{}`", t.name, t.scanner))
+        })?;
+        plans.extend(plan_tumour_images(&t, &scanner, m.images_per_tumour_type, scale, seed, density));
+    }
+    Ok(plans)
+}
+
+/// The table's `Dataset` column: per tumour type a seeded `test_fraction` of its labelled images
+/// (at least one when it has two or more, never all).
+fn official_sets(
+    images: &[TruthImage],
+    profiles: &[ScannerProfile],
+    test_fraction: f64,
+    seed: u64,
+) -> std::collections::BTreeMap<u32, OfficialSet> {
+    let labelled = |img: &TruthImage| labelled_image(img, profiles);
+    let mut by_type: std::collections::BTreeMap<&str, Vec<u32>> = std::collections::BTreeMap::new();
+    for img in images.iter().filter(|i| labelled(i)) {
+        by_type.entry(img.tumor_type.as_deref().unwrap_or("")).or_default().push(img.id);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive(seed, 0x7AB1E));
+    let mut out = std::collections::BTreeMap::new();
+    for (_, mut ids) in by_type {
+        ids.sort_unstable();
+        ids.shuffle(&mut rng);
+        let n = ((ids.len() as f64 * test_fraction).round() as usize)
+            .clamp(usize::from(ids.len() > 1), ids.len().saturating_sub(1));
+        for (k, id) in ids.into_iter().enumerate() {
+            out.insert(id, if k < n { OfficialSet::Test } else { OfficialSet::Train });
+        }
+    }
+    out
+}
+
+/// `datasets_xvalidation.csv` in the MIDOG++ layout: `;`-separated, one row per labelled slide in
+/// id order, the scanner spelt as MIDOG++ spells it (the breast-cancer XR as "Hamammatsu XR").
+fn write_domain_table(
+    path: &Path,
+    images: &[TruthImage],
+    sets: &std::collections::BTreeMap<u32, OfficialSet>,
+) -> Result<(), SynthError> {
+    let mut text = midog_data::domain_table::MIDOGPP_HEADER.join(";");
+    text.push('\n');
+    let mut rows: Vec<&TruthImage> = images.iter().filter(|i| sets.contains_key(&i.id)).collect();
+    rows.sort_by_key(|i| i.id);
+    for img in rows {
+        let t = img
+            .tumor_type
+            .as_deref()
+            .and_then(crate::TumourProfile::by_name)
+            .unwrap_or_else(crate::TumourProfile::breast);
+        let scanner = match (t.is_breast(), img.scanner.as_str()) {
+            (true, "XR") => "Hamammatsu XR",
+            (true, "S360") => "Hamamatsu S360",
+            (true, "CS2") => "Aperio CS2",
+            (true, other) => other,
+            (false, _) => t.table_scanner,
+        };
+        let set = sets[&img.id].as_str();
+        text.push_str(&format!("{};{set};{};{scanner};{};{}\n", img.id, t.table_name, t.origin, t.species));
+    }
+    std::fs::write(path, text).map_err(|e| SynthError::io(path, e))
 }
 
 /// MIDOG.json of the truth: every image; annotations (50 × 50 px boxes centred on the cell)
@@ -222,8 +360,7 @@ pub fn generate(
 fn midog_json(images: &[TruthImage], config: &SynthConfig, profiles: &[crate::ScannerProfile]) -> MidogJson {
     let mut annotations = Vec::new();
     for img in images {
-        let labelled = profiles.iter().any(|p| p.name == img.scanner && p.labelled);
-        if !labelled {
+        if !labelled_image(img, profiles) {
             continue;
         }
         for o in &img.objects {
@@ -249,7 +386,11 @@ fn midog_json(images: &[TruthImage], config: &SynthConfig, profiles: &[crate::Sc
     extra.insert(
         "info".into(),
         serde_json::json!({
-            "description": "synthetic MIDOG 2021-like dataset",
+            "description": if config.multi_domain.is_some() {
+                "synthetic MIDOG++-like multi-domain dataset"
+            } else {
+                "synthetic MIDOG 2021-like dataset"
+            },
             "generator": generator_name(),
             "seed": config.seed,
             "scale": config.scale,
@@ -264,7 +405,11 @@ fn midog_json(images: &[TruthImage], config: &SynthConfig, profiles: &[crate::Sc
                 file_name: i.file_name.clone(),
                 width: i.width,
                 height: i.height,
-                extra: Default::default(),
+                extra: i
+                    .tumor_type
+                    .iter()
+                    .map(|t| (midog_data::domains::TUMOR_TYPE_FIELD.to_string(), serde_json::json!(t)))
+                    .collect(),
             })
             .collect(),
         annotations,
@@ -325,6 +470,84 @@ mod tests {
             let rgb = RgbImage::read(&dir.path().join(&img.file_name)).unwrap();
             assert_eq!((rgb.width, rgb.height), (img.width, img.height));
         }
+    }
+
+    #[test]
+    fn multi_domain_sets_are_written_in_the_midogpp_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SynthConfig {
+            scanners: vec!["XR".into(), "GT450".into()],
+            multi_domain: Some(crate::MultiDomain {
+                tumour_types: vec!["human melanoma".into(), "canine lymphoma".into(), "human breast cancer".into()],
+                images_per_tumour_type: 3,
+                test_fraction: 0.3,
+            }),
+            ..tiny(Compression::Jpeg { quality: 85 })
+        };
+        let s = generate(dir.path(), &config, &|_, _| {}).unwrap();
+        assert!(!dir.path().join("MIDOG.json").exists());
+        let json_path = dir.path().join("MIDOG++.json");
+        let m = MidogJson::load(&json_path).unwrap();
+        assert!(m.check(&json_path).is_empty());
+        let ids: Vec<u32> = m.images.iter().map(|i| i.id).collect();
+        assert_eq!(ids, [1, 2, 151, 152, 245, 246, 247, 505, 506, 507]);
+        let tumour = |id: u32| m.images.iter().find(|i| i.id == id).unwrap().extra["tumor_type"].as_str().unwrap();
+        assert_eq!(
+            (tumour(1), tumour(151), tumour(246), tumour(507)),
+            ("human breast cancer", "human breast cancer", "canine lymphosarcoma", "human melanoma")
+        );
+        assert!(m.annotations.iter().all(|a| !(151..=200).contains(&a.image_id)), "GT450 stays unannotated");
+        let truth = SyntheticTruth::load(&dir.path().join("synthetic_truth.json")).unwrap();
+        for img in truth.images.iter().filter(|i| !(151..=200).contains(&i.id)) {
+            let labelled = img.objects.iter().filter(|o| o.class != TruthClass::Lookalike).count();
+            let annotated = m.annotations.iter().filter(|a| a.image_id == img.id).count();
+            assert_eq!(annotated, labelled, "image {} ({:?})", img.id, img.tumor_type);
+        }
+        let lymphoma: usize =
+            s.per_tumour_type.iter().filter(|t| t.tumour_type == "canine lymphosarcoma").map(|t| t.mitoses).sum();
+        assert!(lymphoma > 0 && s.per_scanner.iter().any(|p| p.scanner == "3D Histech" && p.mitoses == lymphoma));
+
+        let table_path = dir.path().join("datasets_xvalidation.csv");
+        let text = std::fs::read_to_string(&table_path).unwrap();
+        assert!(text.starts_with("Slide;Dataset;Tumor;Scanner;Origin;Species\n"), "{text}");
+        assert!(text.contains("1;") && text.contains(";human breast cancer;Hamammatsu XR;UMC Utrecht;Human"), "{text}");
+        assert!(text.contains(";human melanoma;Hamamatsu XR;UMC Utrecht;Human"), "{text}");
+        assert!(text.contains(";canine lymphoma;3D Histech;VMU Vienna;Canine"), "{text}");
+        let table = midog_data::DomainTable::parse(&table_path, &text).unwrap();
+        assert_eq!(table.rows.keys().copied().collect::<Vec<_>>(), [1, 2, 245, 246, 247, 505, 506, 507]);
+        let d = midog_data::domains::assign(&midog_data::domains::Sources {
+            json: &m,
+            json_name: "MIDOG++.json",
+            table: Some(&table),
+            scanners: &midog_data::ScannerMap::midog_2021(),
+            scanners_explicit: false,
+        })
+        .unwrap();
+        let of = |id: u32| d.images.iter().find(|i| i.id == id).unwrap();
+        assert_eq!(
+            (of(1).scanner.as_str(), of(505).scanner.as_str(), of(245).scanner.as_str()),
+            ("XR", "XR", "3D Histech")
+        );
+        assert_eq!(of(245).values["tumor_type"], "canine lymphosarcoma");
+        assert!(!of(151).labelled && of(151).set.is_none());
+        for t in &s.per_tumour_type {
+            assert!(t.test_images >= 1 && t.test_images < t.images, "{t:?}");
+        }
+        assert_eq!(s.per_tumour_type.len(), 3);
+        let truth = SyntheticTruth::load(&dir.path().join("synthetic_truth.json")).unwrap();
+        assert!(truth.images.iter().all(|i| i.tumor_type.is_some()));
+    }
+
+    #[test]
+    fn midog_2021_sets_carry_no_tumour_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SynthConfig { scanners: vec!["CS2".into()], images_per_scanner: 1, ..tiny(Compression::Deflate) };
+        generate(dir.path(), &config, &|_, _| {}).unwrap();
+        let truth = std::fs::read_to_string(dir.path().join("synthetic_truth.json")).unwrap();
+        assert!(!truth.contains("tumor_type") && !truth.contains("multi_domain"), "{truth}");
+        let m = std::fs::read_to_string(dir.path().join("MIDOG.json")).unwrap();
+        assert!(!m.contains("tumor_type"));
+        assert!(!dir.path().join("datasets_xvalidation.csv").exists());
     }
 
     #[test]

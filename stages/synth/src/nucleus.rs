@@ -231,6 +231,8 @@ pub struct BackgroundNuclei {
     pub tumour_hematoxylin: f32,
     /// Relative nuclear size of this tumour.
     pub tumour_size: f32,
+    /// × the spacing of the main nucleus grid (the tumour type's cell density; 1 = breast).
+    pub spacing: f32,
 }
 
 /// Spacing of the main nucleus grid and of the lymphocyte grid (µm).
@@ -239,7 +241,7 @@ const LYMPH_CELL_UM: f32 = 6.5;
 
 impl BackgroundNuclei {
     pub fn new(seed: u64, um_per_px: f64, tumour_hematoxylin: f32, tumour_size: f32) -> Self {
-        BackgroundNuclei { seed, um_per_px: um_per_px as f32, tumour_hematoxylin, tumour_size }
+        BackgroundNuclei { seed, um_per_px: um_per_px as f32, tumour_hematoxylin, tumour_size, spacing: 1.0 }
     }
 
     /// Largest reach of an ordinary nucleus in pixels (for region margins).
@@ -250,7 +252,7 @@ impl BackgroundNuclei {
     /// Appends every ordinary nucleus whose centre lies in the pixel rectangle [x0, x1) × [y0, y1).
     pub fn centred_in(&self, tissue: &TissueModel, x0: f32, y0: f32, x1: f32, y1: f32, out: &mut Vec<Blob>) {
         let mpp = self.um_per_px;
-        for (grid, cell_um) in [(0u64, MAIN_CELL_UM), (1u64, LYMPH_CELL_UM)] {
+        for (grid, cell_um) in [(0u64, MAIN_CELL_UM * self.spacing), (1u64, LYMPH_CELL_UM)] {
             let cell_px = cell_um / mpp;
             let gx0 = (x0 / cell_px).floor() as i64 - 1;
             let gy0 = (y0 / cell_px).floor() as i64 - 1;

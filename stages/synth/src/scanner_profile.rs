@@ -138,6 +138,38 @@ impl ScannerProfile {
         }
     }
 
+    /// 3DHistech Pannoramic Scan II, the scanner of MIDOG++'s canine lung cancer, lymphoma and
+    /// soft tissue sarcoma (not a MIDOG 2021 scanner, so not in [`Self::all`]). Chosen distinct:
+    /// darker violet haematoxylin, a deeper pink eosin, medium sharpness; its resolution and
+    /// image size are the synthetic set's choice.
+    pub fn histech_3d() -> ScannerProfile {
+        ScannerProfile {
+            name: "3D Histech",
+            model: "3DHistech Pannoramic Scan II",
+            first_id: 201,
+            um_per_px: 0.25,
+            full_size: (6577, 4933),
+            size_jitter: 0.0,
+            labelled: true,
+            mitoses_per_image: 11.0,
+            hard_negatives_per_image: 18.0,
+            white: [240.0, 237.0, 243.0],
+            hematoxylin_od: [1.22, 1.72, 0.70],
+            eosin_od: [0.12, 0.78, 0.32],
+            blur_sigma_px: 0.6,
+            noise_sd: 2.8,
+            stain_jitter: 0.14,
+        }
+    }
+
+    /// A MIDOG 2021 scanner or `3D Histech`, by short name.
+    pub fn any_by_name(name: &str) -> Option<ScannerProfile> {
+        Self::by_name(name).or_else(|| {
+            let h = Self::histech_3d();
+            (midog_data::domain_names::name_key(name) == midog_data::domain_names::name_key(h.name)).then_some(h)
+        })
+    }
+
     /// Pixels of context a rendered region needs on each side for the point-spread.
     pub fn blur_radius_px(&self) -> usize {
         (3.0 * self.blur_sigma_px).ceil().max(1.0) as usize

@@ -15,12 +15,15 @@ use crate::mitosis::{MitoticPhase, draw_mitosis};
 use crate::nucleus::BackgroundNuclei;
 use crate::scanner_profile::ScannerProfile;
 use crate::tissue::TissueModel;
+use crate::tumour_profile::TumourProfile;
 
-/// Which image to make: id (and so file name and scanner block), size and seed.
+/// Which image to make: id (and so file name and scanner block), tumour type, size and seed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImagePlan {
     pub id: u32,
     pub scanner: ScannerProfile,
+    /// Human breast cancer (MIDOG 2021) unless the set has several tumour types.
+    pub tumour: TumourProfile,
     pub width: u32,
     pub height: u32,
     pub seed: u64,
@@ -43,21 +46,36 @@ pub fn plan_images(
     seed: u64,
     density: f64,
 ) -> Vec<ImagePlan> {
-    let mut plans = Vec::new();
-    for p in profiles {
-        for k in 0..images_per_scanner {
-            let id = p.first_id + k;
-            let image_seed = derive(seed, id as u64);
-            let mut rng = ChaCha8Rng::seed_from_u64(derive(image_seed, 1));
-            let n = Normal::new(0.0f64, 1.0).expect("valid normal");
-            let jw: f64 = 1.0 + p.size_jitter * n.sample(&mut rng).clamp(-2.5, 2.5);
-            let jh: f64 = 1.0 + p.size_jitter * n.sample(&mut rng).clamp(-2.5, 2.5);
-            let width = ((p.full_size.0 as f64 * jw * scale).round() as u32).max(64);
-            let height = ((p.full_size.1 as f64 * jh * scale).round() as u32).max(64);
-            plans.push(ImagePlan { id, scanner: p.clone(), width, height, seed: image_seed, density });
-        }
-    }
-    plans
+    let breast = TumourProfile::breast();
+    profiles
+        .iter()
+        .flat_map(|p| (0..images_per_scanner).map(move |k| p.first_id + k).map(move |id| (id, p)))
+        .map(|(id, p)| plan_image(id, p, &breast, scale, seed, density))
+        .collect()
+}
+
+/// The images of one tumour type of a MIDOG++-like set: ids from the start of its MIDOG++ block,
+/// on `scanner`.
+pub fn plan_tumour_images(
+    tumour: &TumourProfile,
+    scanner: &ScannerProfile,
+    images: u32,
+    scale: f64,
+    seed: u64,
+    density: f64,
+) -> Vec<ImagePlan> {
+    (0..images).map(|k| plan_image(tumour.first_id + k, scanner, tumour, scale, seed, density)).collect()
+}
+
+fn plan_image(id: u32, p: &ScannerProfile, tumour: &TumourProfile, scale: f64, seed: u64, density: f64) -> ImagePlan {
+    let image_seed = derive(seed, id as u64);
+    let mut rng = ChaCha8Rng::seed_from_u64(derive(image_seed, 1));
+    let n = Normal::new(0.0f64, 1.0).expect("valid normal");
+    let jw: f64 = 1.0 + p.size_jitter * n.sample(&mut rng).clamp(-2.5, 2.5);
+    let jh: f64 = 1.0 + p.size_jitter * n.sample(&mut rng).clamp(-2.5, 2.5);
+    let width = ((p.full_size.0 as f64 * jw * scale).round() as u32).max(64);
+    let height = ((p.full_size.1 as f64 * jh * scale).round() as u32).max(64);
+    ImagePlan { id, scanner: p.clone(), tumour: tumour.clone(), width, height, seed: image_seed, density }
 }
 
 /// What a special cell is, for the truth file and for MIDOG.json.
@@ -118,12 +136,16 @@ impl ImageScene {
         let p = &plan.scanner;
         let mut rng = ChaCha8Rng::seed_from_u64(derive(plan.seed, 2));
         let tissue = TissueModel::new(derive(plan.seed, 3), p.um_per_px, &mut rng);
-        let nuclei = BackgroundNuclei::new(
+        // Multiplying by the breast profile's factors of exactly 1 changes no bit of a MIDOG
+        // 2021-like image.
+        let t = &plan.tumour;
+        let mut nuclei = BackgroundNuclei::new(
             derive(plan.seed, 4),
             p.um_per_px,
             rng.random_range(0.55..0.8),
-            rng.random_range(0.9..1.15),
+            rng.random_range(0.9..1.15) * t.nucleus_size,
         );
+        nuclei.spacing = t.nucleus_spacing;
         let jitter = Normal::new(0.0f32, p.stain_jitter).expect("valid normal");
         let hue = Normal::new(0.0f32, 0.03).expect("valid normal");
         let (gh, ge) = (jitter.sample(&mut rng).exp(), jitter.sample(&mut rng).exp());
@@ -155,10 +177,11 @@ impl ImageScene {
         let k = 0.8;
         let g_mitosis = Gamma::new(k, 1.0 / k).expect("valid gamma").sample(rng);
         let g_other = 0.5 * g_mitosis + 0.5 * Gamma::new(1.5, 1.0 / 1.5).expect("valid gamma").sample(rng);
+        let t = &self.plan.tumour;
         let base = area * self.plan.density;
-        let n_mitoses = poisson(rng, p.mitoses_per_image * base * g_mitosis);
-        let n_hard = poisson(rng, p.hard_negatives_per_image * base * g_other);
-        let n_lookalike = poisson(rng, p.hard_negatives_per_image * 0.8 * base * g_other);
+        let n_mitoses = poisson(rng, p.mitoses_per_image * t.mitosis_rate * base * g_mitosis);
+        let n_hard = poisson(rng, p.hard_negatives_per_image * t.imposter_rate * base * g_other);
+        let n_lookalike = poisson(rng, p.hard_negatives_per_image * t.imposter_rate * 0.8 * base * g_other);
         let darkness_image: f32 = rng.random_range(0.95..1.15);
         let mut order: Vec<TruthClass> = std::iter::repeat_n(TruthClass::Mitosis, n_mitoses)
             .chain(std::iter::repeat_n(TruthClass::HardNegative, n_hard))
@@ -177,7 +200,9 @@ impl ImageScene {
         for class in order {
             // Look-alikes are drawn slightly lighter and smaller so that, after their smoother
             // texture and outlines, their measured darkness and size match the figures'.
-            let (dark_k, area_k) = if class == TruthClass::Mitosis { (1.0, 1.0) } else { (0.93, 0.88) };
+            // The tumour type changes its figures' size and darkness.
+            let (dark_k, area_k) =
+                if class == TruthClass::Mitosis { (t.figure_darkness, t.figure_area as f32) } else { (0.93, 0.88) };
             let spec = CellSpec {
                 cx: 0.0,
                 cy: 0.0,
@@ -274,6 +299,35 @@ mod tests {
         assert!(mean > 5.0 && mean < 20.0, "{counts:?}");
         let max = *counts.iter().max().unwrap();
         assert!(max as f64 > 1.8 * mean, "counts not skewed: {counts:?}");
+    }
+
+    #[test]
+    fn tumour_types_differ_in_nucleus_size_density_and_figures() {
+        use crate::tumour_profile::TumourProfile;
+        let xr = ScannerProfile::xr();
+        let stats = |name: &str| {
+            let t = TumourProfile::by_name(name).unwrap();
+            let (mut nuclei, mut radius, mut areas) = (0usize, 0f32, Vec::new());
+            for plan in plan_tumour_images(&t, &xr, 6, 0.1, 3, 60.0) {
+                let scene = ImageScene::build(&plan);
+                let mut blobs = Vec::new();
+                scene.nuclei.centred_in(&scene.tissue, 0.0, 0.0, plan.width as f32, plan.height as f32, &mut blobs);
+                nuclei += blobs.len();
+                radius += blobs.iter().map(|b| b.rx.max(b.ry)).sum::<f32>();
+                areas.extend(
+                    scene.cells.iter().filter(|c| c.truth.class == TruthClass::Mitosis).map(|c| c.truth.area_um2),
+                );
+            }
+            areas.sort_by(f32::total_cmp);
+            (nuclei, radius / nuclei as f32, areas[areas.len() / 2], areas.len())
+        };
+        let (lymphoma, melanoma, breast) =
+            (stats("canine lymphosarcoma"), stats("human melanoma"), stats("human breast cancer"));
+        assert!(lymphoma.0 as f64 > 1.3 * melanoma.0 as f64, "nuclei: {lymphoma:?} vs {melanoma:?}");
+        assert!(melanoma.1 > 1.3 * lymphoma.1, "nucleus size: {lymphoma:?} vs {melanoma:?}");
+        assert!(melanoma.2 > 1.4 * lymphoma.2, "figure area: {lymphoma:?} vs {melanoma:?}");
+        assert!(lymphoma.3 as f64 > 1.4 * melanoma.3 as f64, "figure rate: {lymphoma:?} vs {melanoma:?}");
+        assert!(breast.1 > lymphoma.1 && breast.1 < melanoma.1, "{breast:?}");
     }
 
     #[test]
