@@ -9,6 +9,7 @@
 pub mod artifact;
 pub mod baseline;
 pub mod cli;
+pub mod comparison;
 pub mod dataset;
 pub mod lr_schedule;
 pub mod nms;
@@ -20,6 +21,7 @@ pub mod split;
 pub mod tile_grid;
 pub mod tile_infer;
 pub mod train;
+pub mod uncertainty;
 
 use engine::Registry;
 

@@ -121,6 +121,8 @@ fn cheap_studies_run_end_to_end_with_shared_upstream_computed_once() {
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "png"));
     assert!(pngs.count() >= 1, "compare wrote no chart");
+    assert!(text.contains("Supported by the data"), "compare says nothing about the differences:\n{text}");
+    assert!(p.path("cmp-overlap/paired.parquet").is_file() && p.path("cmp-overlap/compare.md").is_file());
 
     // sampling: three strategies, three samples and trainings; dataset and split come from the
     // overlap run's cache (same data, same split).
