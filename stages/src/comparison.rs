@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use midog_eval::{Bootstrap, Counts, Interval, NoInterval, PairedDifference};
 
-use crate::artifact::scores::Scores;
+use crate::artifact::scores::{Scores, row_stream};
 
 /// The swept key of replicates (`[sweep] replicates = N`): variants that differ only in it are
 /// one recipe trained with several seeds.
@@ -67,10 +67,6 @@ fn side(m: &Model, split: &str, scanner: &str) -> Result<(Vec<u32>, Vec<Vec<Coun
     Ok((ids.unwrap_or_default(), out))
 }
 
-fn stream(split: &str, scanner: &str) -> u64 {
-    Bootstrap::stream(&format!("{split}/{scanner}"))
-}
-
 /// Mean ± sd of F1 across a model's replicates and its pooled interval, on one row.
 pub fn aggregate(m: &Model, split: &str, scanner: &str, plan: &Bootstrap) -> Option<Aggregate> {
     let f1: Vec<f64> = m.replicates.iter().filter_map(|r| r.group(split, scanner).map(|g| g.f1)).collect();
@@ -89,7 +85,7 @@ pub fn aggregate(m: &Model, split: &str, scanner: &str, plan: &Bootstrap) -> Opt
     };
     let pooled = match stored {
         Some(i) => Ok(i),
-        None => side(m, split, scanner).and_then(|(_, s)| plan.mean_f1_interval(&s, stream(split, scanner))),
+        None => side(m, split, scanner).and_then(|(_, s)| plan.mean_f1_interval(&s, row_stream(split, scanner))),
     };
     Some(Aggregate { scanner: scanner.to_string(), f1, mean, sd, pooled })
 }
@@ -103,7 +99,7 @@ pub fn pair(models: &[Model], a: usize, b: usize, split: &str, scanner: &str, pl
         if ids_a != ids_b {
             return Err(NoInterval::DifferentImages { a: ids_a.len(), b: ids_b.len() });
         }
-        plan.paired_f1_difference(&side_a, &side_b, stream(split, scanner))
+        plan.paired_f1_difference(&side_a, &side_b, row_stream(split, scanner))
     })();
     let images = side(&models[a], split, scanner).map(|(ids, _)| ids.len()).unwrap_or(0);
     Pair { a, b, scanner: scanner.to_string(), images, result }
@@ -132,22 +128,7 @@ mod tests {
             .collect();
         let group = |scanner: &str| {
             let c: Counts = per_image.iter().filter(|(_, s, _)| scanner == "all" || *s == scanner).map(|t| t.2).sum();
-            GroupScore {
-                split: "test".into(),
-                scanner: scanner.into(),
-                images: 0,
-                tp: c.tp,
-                fp: c.fp,
-                fn_: c.fn_,
-                precision: c.precision(),
-                recall: c.recall(),
-                f1: c.f1(),
-                ap: None,
-                intervals: None,
-                no_interval: None,
-                pr_curve: vec![],
-                f1_curve: vec![],
-            }
+            GroupScore::from_counts("test", scanner, 0, c)
         };
         Arc::new(Scores {
             threshold: 0.5,

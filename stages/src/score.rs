@@ -322,25 +322,17 @@ fn group_score(split: &str, scanner: &str, set: &[&Scored], threshold: f64, plan
     let per_image = image_counts(set, threshold);
     let c: Counts = per_image.iter().copied().sum();
     let curve = curve(set);
-    let (intervals, no_interval) = match plan.intervals(&per_image, Bootstrap::stream(&format!("{split}/{scanner}"))) {
+    let (intervals, no_interval) = match plan.intervals(&per_image, scores::row_stream(split, scanner)) {
         Ok(i) => (Some(i), None),
         Err(why) => (None, Some(why.to_string())),
     };
     GroupScore {
-        split: split.into(),
-        scanner: scanner.into(),
-        images: set.len(),
-        tp: c.tp,
-        fp: c.fp,
-        fn_: c.fn_,
-        precision: c.precision(),
-        recall: c.recall(),
-        f1: c.f1(),
         ap: curve.average_precision(),
         intervals,
         no_interval,
         pr_curve: curve.precision_recall(),
         f1_curve: curve.f1_by_threshold(),
+        ..GroupScore::from_counts(split, scanner, set.len(), c)
     }
 }
 

@@ -97,7 +97,33 @@ impl Scores {
     }
 }
 
+/// The bootstrap stream of a row: the score stage's intervals and compare's paired resamples
+/// of the same row draw the same images.
+pub fn row_stream(split: &str, scanner: &str) -> u64 {
+    Bootstrap::stream(&format!("{split}/{scanner}"))
+}
+
 impl GroupScore {
+    /// A row from its summed counts, without curves or intervals yet.
+    pub fn from_counts(split: &str, scanner: &str, images: usize, c: midog_eval::Counts) -> GroupScore {
+        GroupScore {
+            split: split.into(),
+            scanner: scanner.into(),
+            images,
+            tp: c.tp,
+            fp: c.fp,
+            fn_: c.fn_,
+            precision: c.precision(),
+            recall: c.recall(),
+            f1: c.f1(),
+            ap: None,
+            intervals: None,
+            no_interval: None,
+            pr_curve: Vec::new(),
+            f1_curve: Vec::new(),
+        }
+    }
+
     /// The interval of a metric (`f1`, `precision`, `recall`), if the row has one.
     pub fn interval(&self, metric: &str) -> Option<midog_eval::Interval> {
         let i = self.intervals.as_ref()?;

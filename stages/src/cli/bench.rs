@@ -138,7 +138,14 @@ pub fn run_bootstrap(a: BootstrapBenchArgs) -> Result<()> {
         Counts::new(tp, rng.random_range(0..5), gt - tp)
     };
     let a_counts: Vec<Counts> = (0..a.images).map(|_| draw()).collect();
-    let b_counts: Vec<Counts> = (0..a.images).map(|_| draw()).collect();
+    // The second model sees the same figures and finds a different share of them.
+    let b_counts: Vec<Counts> = a_counts
+        .iter()
+        .map(|c| {
+            let tp = rng.random_range(0..=c.ground_truth());
+            Counts::new(tp, rng.random_range(0..5), c.ground_truth() - tp)
+        })
+        .collect();
     let scanners = ["XR", "S360", "CS2"];
     let rows: Vec<(String, Vec<usize>)> = std::iter::once(("test/all".to_string(), (0..a.images).collect()))
         .chain(scanners.iter().enumerate().map(|(k, s)| (format!("test/{s}"), (k..a.images).step_by(3).collect())))
@@ -166,13 +173,15 @@ pub fn run_bootstrap(a: BootstrapBenchArgs) -> Result<()> {
         let intervals = time(&|| {
             for (label, idx) in &rows {
                 let row: Vec<Counts> = idx.iter().map(|&i| a_counts[i]).collect();
-                let _ = plan.intervals(&row, Bootstrap::stream(label));
+                let i = plan.intervals(&row, Bootstrap::stream(label));
+                assert!(i.is_ok(), "{label}: {i:?}");
             }
         });
         let paired = time(&|| {
             for (label, idx) in &rows {
                 let side = |c: &[Counts]| vec![idx.iter().map(|&i| c[i]).collect::<Vec<_>>()];
-                let _ = plan.paired_f1_difference(&side(&a_counts), &side(&b_counts), Bootstrap::stream(label));
+                let d = plan.paired_f1_difference(&side(&a_counts), &side(&b_counts), Bootstrap::stream(label));
+                assert!(d.is_ok(), "{label}: {d:?}");
             }
         });
         println!(
