@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use engine::Plan;
-use engine::cli::{CacheArgs, load_plan, open_store};
+use engine::cli::CacheArgs;
+use engine::{Plan, Store};
 use midog_eval::{Bootstrap, Interval};
 use plot::{BarChart, LegendPosition, LineChart};
 use serde_json::Value;
@@ -161,8 +161,8 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     }
     let plan_boot =
         Bootstrap::new(a.resamples, a.level, a.seed).map_err(|e| anyhow::anyhow!("--resamples/--level: {e}"))?;
-    let store = open_store(&a.cache)?;
-    let plan = load_plan(&a.experiment, registry, &store, &[], false)?;
+    let store = Store::open(&a.cache.cache_dir)?;
+    let plan = Plan::load(&a.experiment, registry, &store, &[], false)?;
     let (rows, missing) = collect(&plan, &store).map_err(|e| anyhow::anyhow!("{e}"))?;
     for m in &missing {
         eprintln!("warning: not run yet: {m} (run the experiment first)");
