@@ -11,7 +11,7 @@ use crate::artifact::scores::{Scores, row_stream};
 
 /// The swept key of replicates (`[sweep] replicates = N`): variants that differ only in it are
 /// one recipe trained with several seeds.
-pub const REPLICATE_AXIS: &str = "replicate";
+pub use engine::spec::REPLICATE_AXIS;
 
 /// One model of a comparison: a score stage's results in one variant, or those of every
 /// replicate (seed) of one recipe.

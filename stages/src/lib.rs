@@ -4,13 +4,15 @@
 //! that need libtorch (train, tile_infer) are declared here (so planning, keys and `status` work
 //! without loading libtorch) and run by the sibling executable `pipeline-torch`. blob_baseline
 //! (split → detections, no training) stands in for train → tile_infer → nms to score a
-//! non-learned detector the same way.
+//! non-learned detector the same way; ensemble merges the detections of several models (the
+//! same stage in every replicate or fold, or named stages) into one set that scores alike.
 
 pub mod artifact;
 pub mod baseline;
 pub mod cli;
 pub mod comparison;
 pub mod dataset;
+pub mod ensemble;
 pub mod lr_schedule;
 pub mod nms;
 pub mod report;
@@ -36,6 +38,7 @@ pub fn registry() -> Registry {
         .register::<sample::SampleStage>(sample::run)
         .register::<nms::NmsStage>(nms::run)
         .register::<baseline::BlobBaselineStage>(baseline::run)
+        .register::<ensemble::EnsembleStage>(ensemble::run)
         .register::<score::ScoreStage>(score::run)
         .register::<report::ReportStage>(report::run)
         .declare::<train::TrainStage>()

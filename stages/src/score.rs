@@ -268,8 +268,7 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
 /// whatever its kind, so a non-learned baseline is scored exactly like the network's nms output.
 fn detections_input(ctx: &StageContext) -> Result<&Artifact, StageError> {
     let has = |a: &Artifact, file: &str| a.dir.join(file).is_file();
-    let with: Vec<&Artifact> =
-        ctx.inputs.iter().filter(|a| has(a, DETECTIONS_FILE) && has(a, inferred::FILE)).collect();
+    let with: Vec<&Artifact> = ctx.inputs.iter().filter(|a| inferred::has_detections(&a.dir)).collect();
     match with.as_slice() {
         [one] => Ok(one),
         [] => {
@@ -390,7 +389,13 @@ mod tests {
         for f in files {
             std::fs::write(dir.join(f), b"").unwrap();
         }
-        Artifact { name: name.into(), kind: kind.into(), key: StageKey::parse(&"0".repeat(64)).unwrap(), dir }
+        Artifact {
+            name: name.into(),
+            variant: String::new(),
+            kind: kind.into(),
+            key: StageKey::parse(&"0".repeat(64)).unwrap(),
+            dir,
+        }
     }
 
     fn context(inputs: Vec<Artifact>) -> StageContext {

@@ -4,12 +4,14 @@
 //! centre-distance NMS (`nms`), the official greedy 7.5 µm point matching (`matching`), counts
 //! summed over images and F1 (`metrics`), every threshold at once for the best threshold, the
 //! precision–recall curve and average precision (`curve`), the official JSON files (`formats`),
-//! scoring of external detection files against ground truth (`external`), and bootstrap
-//! confidence intervals and paired comparisons of scores (`bootstrap`).
+//! scoring of external detection files against ground truth (`external`), the merging of several
+//! models' detections (`ensemble`), and bootstrap confidence intervals and paired comparisons of
+//! scores (`bootstrap`).
 
 pub mod bootstrap;
 pub mod curve;
 pub mod detection;
+pub mod ensemble;
 pub mod error;
 pub mod external;
 pub mod formats;

@@ -106,10 +106,8 @@ fn models(plan: &Plan, rows: &[&ResultRow], pooled: &[String]) -> Vec<Entry> {
             continue;
         }
         let swept: Vec<(String, Value)> = r.swept.iter().filter(|(k, _)| !pooled.contains(k)).cloned().collect();
-        let label = if plan.variants.len() == 1 {
+        let label = if plan.variants.len() == 1 || swept.is_empty() {
             r.score_stage.clone()
-        } else if swept.is_empty() {
-            engine::spec::DEFAULT_VARIANT.to_string()
         } else {
             swept.iter().map(|(k, v)| format!("{}={}", short(k), show(v))).collect::<Vec<_>>().join(",")
         };
@@ -143,11 +141,23 @@ fn models(plan: &Plan, rows: &[&ResultRow], pooled: &[String]) -> Vec<Entry> {
     for e in entries {
         if let Some(first) = out.iter_mut().find(|o| o.model.score_stage == e.model.score_stage && o.keys == e.keys) {
             first.model.label = first.model.score_stage.clone();
+            // Shared by these variants: only what they have in common identifies it.
+            first.swept.retain(|s| e.swept.contains(s));
             continue;
         }
         out.push(e);
     }
     out.sort_by_key(|e| e.rank);
+    // Several score stages that each vary with the sweep: name the stage too.
+    let mut varying: Vec<&str> =
+        out.iter().filter(|e| !e.swept.is_empty()).map(|e| e.model.score_stage.as_str()).collect();
+    varying.sort();
+    varying.dedup();
+    if varying.len() > 1 {
+        for e in out.iter_mut().filter(|e| !e.swept.is_empty()) {
+            e.model.label = format!("{} ({})", e.model.label, e.model.score_stage);
+        }
+    }
     out
 }
 
@@ -252,7 +262,7 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     let charts = draw_charts(&a, &out, &entries, &aggregates, &scanners, &swept_keys, &pooled, several_stages)?;
 
     // Paired differences.
-    let pairs = pair_indices(&plan, &models, a.against.as_deref())?;
+    let pairs = pair_indices(&entries, a.against.as_deref())?;
     let results: Vec<Vec<Pair>> = pairs
         .iter()
         .map(|&(i, j)| scanners.iter().map(|s| pair(&models, i, j, &a.split, s, &plan_boot)).collect())
@@ -347,21 +357,25 @@ fn mean_sd_pooled(g: &Aggregate) -> String {
     }
 }
 
-/// Which models are compared: across variants, the models of the same score stage; in an
-/// experiment without variants, every two score stages. `--against` keeps the pairs with that
-/// model, oriented as `other − it`.
-fn pair_indices(plan: &Plan, models: &[Model], against: Option<&str>) -> Result<Vec<(usize, usize)>> {
+/// Which models are compared: every two of the same score stage (the variants of a sweep), and
+/// two of different score stages when one's swept values are among the other's (the stages of
+/// one variant, or a stage shared by every variant such as a baseline or an ensemble of the
+/// replicates, against each of the others). `--against` keeps the pairs with that model,
+/// oriented as `other − it`.
+fn pair_indices(entries: &[Entry], against: Option<&str>) -> Result<Vec<(usize, usize)>> {
+    let within = |a: &Entry, b: &Entry| a.swept.iter().all(|s| b.swept.contains(s));
     let mut pairs = Vec::new();
-    for i in 0..models.len() {
-        for j in i + 1..models.len() {
-            if plan.variants.len() == 1 || models[i].score_stage == models[j].score_stage {
+    for i in 0..entries.len() {
+        for j in i + 1..entries.len() {
+            let (a, b) = (&entries[i], &entries[j]);
+            if a.model.score_stage == b.model.score_stage || within(a, b) || within(b, a) {
                 pairs.push((i, j));
             }
         }
     }
     let Some(name) = against else { return Ok(pairs) };
-    let Some(k) = models.iter().position(|m| m.label == name) else {
-        let names: Vec<&str> = models.iter().map(|m| m.label.as_str()).collect();
+    let Some(k) = entries.iter().position(|e| e.model.label == name) else {
+        let names: Vec<&str> = entries.iter().map(|e| e.model.label.as_str()).collect();
         let hint = engine::spec::did_you_mean(name, names.iter().copied())
             .map(|s| format!("did you mean `{s}`?"))
             .unwrap_or_else(|| format!("the models are: {}", names.join(", ")));
