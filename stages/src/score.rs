@@ -18,6 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::artifact::inferred::{self, InferredImage, InferredImages, Role};
+use crate::artifact::output_names::output_stems;
 use crate::artifact::scores::{self, GroupScore, ImageScore, Scores};
 use crate::artifact::tables::{DETECTIONS_FILE, Detections, TableBuilder};
 use crate::artifact::{DatasetManifest, write_json};
@@ -147,8 +148,12 @@ struct Scored<'a> {
 pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     let input = detections_input(ctx)?;
     let inferred = InferredImages::load(&input.dir)?;
-    let detections = Detections::read(&input.dir.join(DETECTIONS_FILE))?;
+    let detections_path = input.dir.join(DETECTIONS_FILE);
+    let detections = Detections::read(&detections_path)?;
     let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
+    detections.check(&detections_path, |id| {
+        dataset.image(id).map(|d| d.file_name.clone()).unwrap_or_else(|_| "not in the dataset".into())
+    })?;
     let matcher = PointMatcher { radius_um: p.radius_um };
     let mut scored = Vec::new();
     for img in &inferred.images {
@@ -171,6 +176,22 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     let (val, test) = (of(Role::Val), of(Role::Test));
     if test.is_empty() {
         return Err(StageError::msg("no test images were inferred; check the split"));
+    }
+    require_mitoses("test", &test)?;
+    if p.threshold == ThresholdChoice::BestOnVal {
+        require_mitoses("validation", &val)?;
+    }
+    for (split, set) in [("validation", &val), ("test", &test)] {
+        let mut empty: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in set.iter() {
+            *empty.entry(s.image.scanner.as_str()).or_default() += s.gt.len();
+        }
+        for (scanner, _) in empty.iter().filter(|(_, n)| **n == 0) {
+            tracing::warn!(
+                "the {split} images of scanner {scanner} have no mitotic figure: their F1 only counts false \
+                 positives (0 with any detection, 1 with none) and says nothing about recall"
+            );
+        }
     }
 
     let (threshold, rule, val_f1) = match p.threshold {
@@ -207,6 +228,7 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
 
     let mut images = Vec::new();
     let mut midog = DetectionsFile::default();
+    let stems = output_stems(scored.iter().map(|s| (s.image.id, s.image.file_name.as_str())));
     let midog_dir = ctx.out_dir().join("midog");
     std::fs::create_dir_all(&midog_dir).map_err(|e| StageError::io(&midog_dir, e))?;
     for s in &scored {
@@ -239,7 +261,7 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
         });
         let above: Vec<Detection> = kept.iter().map(|&i| s.dets[i]).collect();
         let points = PointsOutput::from_detections(&above, s.image.um_per_px);
-        write_json(&midog_dir.join(format!("{}.json", stem(&s.image.file_name))), &points)?;
+        write_json(&midog_dir.join(format!("{}.json", stems[&s.image.id])), &points)?;
         midog.insert_pixels(s.image.file_name.clone(), &above, s.image.um_per_px);
     }
     midog.save(&ctx.out_dir().join("detections_midog.json")).map_err(StageError::domain)?;
@@ -297,8 +319,19 @@ fn detections_input(ctx: &StageContext) -> Result<&Artifact, StageError> {
     }
 }
 
-fn stem(file_name: &str) -> &str {
-    file_name.rsplit_once('.').map(|(s, _)| s).unwrap_or(file_name)
+/// A scored set without a single mitotic figure has no meaningful F1 (1 when nothing was
+/// detected, 0 otherwise), so it is an error, not a perfect score.
+fn require_mitoses(split: &str, set: &[&Scored]) -> Result<(), StageError> {
+    if set.iter().all(|s| s.gt.is_empty()) {
+        return Err(StageError::msg(format!(
+            "the {} {split} images ({}) have no mitotic figure in the ground truth, so their F1 would \
+             be meaningless; check MIDOG.json's annotations (category 1 = mitotic figure) and the \
+             scanner table's `labelled`",
+            set.len(),
+            set.iter().map(|s| s.image.file_name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn curve(set: &[&Scored]) -> ThresholdCurve {

@@ -87,11 +87,11 @@ pub fn init_tracing() {
 
 /// Runs an engine command and maps every error to a message and an exit code.
 pub fn execute(cmd: EngineCommand, registry: &Registry) -> ExitCode {
+    // The engine's warnings (an unsaved digest memo, a Slurm command that failed, a wait for a
+    // gc) reach stderr in every command, not only in workers.
+    init_tracing();
     let result = match cmd {
-        EngineCommand::ExecStage { job } => {
-            init_tracing();
-            return exec::worker::run_job_file(registry, &job);
-        }
+        EngineCommand::ExecStage { job } => return exec::worker::run_job_file(registry, &job),
         EngineCommand::Run(a) => run::run(a, registry),
         EngineCommand::Status(a) => status::status(a, registry),
         EngineCommand::Explain(a) => explain::explain(a, registry),

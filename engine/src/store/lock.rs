@@ -39,11 +39,24 @@ impl Store {
         }
     }
 
-    /// The gc lock: exclusive for `gc`, shared while a pin is created. Blocks.
+    /// The gc lock: exclusive for `gc`, shared while a pin is created. Blocks (and says so
+    /// when it has to wait).
     pub(super) fn gc_lock(&self, exclusive: bool) -> Result<KeyLock, StoreError> {
+        let path = self.root.join("locks").join(GC_LOCK);
         let file = self.lock_file(GC_LOCK)?;
+        let now = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        match now {
+            Ok(()) => return Ok(KeyLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(source)) => return Err(StoreError::Io { path, source }),
+        }
+        if exclusive {
+            tracing::info!("waiting for the pipelines that are pinning their cache entries right now");
+        } else {
+            tracing::info!("waiting for a `pipeline gc` on this cache to finish");
+        }
         let locked = if exclusive { file.lock() } else { file.lock_shared() };
-        locked.map_err(|source| StoreError::Io { path: self.root.join("locks").join(GC_LOCK), source })?;
+        locked.map_err(|source| StoreError::Io { path, source })?;
         Ok(KeyLock { _file: file })
     }
 }

@@ -4,8 +4,10 @@
 
 mod batch_tensor;
 mod bench;
+mod checkpoint;
 mod detect;
 mod device;
+mod fault;
 mod optim;
 mod tensorboard;
 mod tile_infer;
