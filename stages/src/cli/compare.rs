@@ -609,7 +609,7 @@ fn draw_charts(
         }
         charts.push(file);
     }
-    if swept_keys.is_empty() && several_stages {
+    if swept_keys.iter().all(|k| pooled.contains(k)) && several_stages {
         let file = out.join(format!("{}_by_score_stage.png", a.metric));
         let mut chart =
             BarChart::new(format!("{} {} by score stage (95 % intervals)", a.split, a.metric), scanners.to_vec())
