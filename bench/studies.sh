@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs the study experiments behind docs/results.md against one shared cache, then compares and
-# exports each. Stages shared between files (dataset, split, the quickstart's training) are
-# computed once. About 2 to 3 hours on 2 idle cores; minutes on a GPU.
+# exports each. Stages shared between files (dataset, split, the study's three trainings) are
+# computed once. Each file runs at `nice` 10 so that a shared machine stays usable. About 8 to
+# 10 hours on 2 idle cores (some 70 trainings of quickstart cost or less, and their inference of
+# 129 images each); well under an hour on a GPU.
 #
 #   bench/studies.sh CACHE_DIR OUT_DIR [EXPERIMENT...]
 #
-# Default experiments: quickstart overlap sampling detectors domain-shift hyperparams. Writes
+# Default experiments: quickstart study ensemble overlap sampling detectors domain-shift
+# cross-validation hyperparams. Writes
 # OUT_DIR/<exp>.log (the run's table and its wall time), OUT_DIR/compare-<exp>/ (PNG charts and
 # the comparison table) and OUT_DIR/results.parquet (every variant of every file, one row per
 # scanner and split).
@@ -18,7 +21,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../bin/env.sh
 source "$repo/bin/env.sh"
 exps=("$@")
-[ ${#exps[@]} -eq 0 ] && exps=(quickstart overlap sampling detectors domain-shift hyperparams)
+[ ${#exps[@]} -eq 0 ] && exps=(quickstart study ensemble overlap sampling detectors domain-shift cross-validation hyperparams)
 (cd "$repo" && cargo build --release --locked --bins) || exit 1
 bin=$CARGO_TARGET_DIR/release/pipeline
 mkdir -p "$out"
@@ -33,7 +36,7 @@ for e in "${exps[@]}"; do
     f=$repo/experiments/$e.toml
     files+=("$f")
     start=$(date +%s)
-    "$bin" run "$f" --cache-dir "$cache" -q > "$out/$e.log" 2>&1 || status=1
+    nice -n 10 "$bin" run "$f" --cache-dir "$cache" -q > "$out/$e.log" 2>&1 || status=1
     echo "wall: $(( $(date +%s) - start )) s" >> "$out/$e.log"
     case $e in
         quickstart) ;;

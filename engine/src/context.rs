@@ -34,6 +34,9 @@ pub struct StageContext {
     pub threads: usize,
     /// GPU indices assigned to this stage (empty: none).
     pub devices: Vec<usize>,
+    /// Where the stage is written in the experiment (`file:line:column`), for messages that
+    /// point at its table.
+    pub location: Option<String>,
     out_dir: PathBuf,
     resume_dir: PathBuf,
     memo_dir: Option<PathBuf>,
@@ -57,6 +60,7 @@ impl StageContext {
             external: job.external.clone(),
             threads: job.threads.max(1),
             devices: job.devices.clone(),
+            location: job.location.clone(),
             out_dir,
             resume_dir,
             memo_dir: None,
@@ -107,6 +111,7 @@ impl StageContext {
             external: Vec::new(),
             threads: 1,
             devices: Vec::new(),
+            location: None,
             out_dir: dir.join("out"),
             resume_dir: dir.join("resume"),
             memo_dir: None,

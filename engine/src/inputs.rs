@@ -29,6 +29,9 @@ pub struct ExternalFile {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Artifact {
     pub name: String,
+    /// The variant it was planned in: another variant's for a fan-in member (`STAGE@AXIS`).
+    #[serde(default)]
+    pub variant: String,
     pub kind: String,
     pub key: StageKey,
     /// The artifact's files (read-only).

@@ -72,6 +72,15 @@ pub trait StageDef: Send + Sync + 'static {
     /// checkpoint): `pipeline run` ends by printing their paths in the results view.
     const HIGHLIGHTS: &'static [&'static str] = &[];
 
+    /// Top-level integer params that seed the stage's random numbers. `[sweep] replicates = N`
+    /// adds the replicate index to each (replicate 0 keeps the written value), so every replicate
+    /// draws its own numbers; kinds without seeds (a data split) stay shared by all replicates.
+    const REPLICATE_SEEDS: &'static [&'static str] = &[];
+
+    /// The fewest direct upstream stages the kind works with (an ensemble needs members): fewer
+    /// in `needs` is an error at planning time, located at the stage's table.
+    const MIN_NEEDS: usize = 0;
+
     /// Checks that go beyond types (ranges, combinations).
     fn validate(_params: &Self::Params) -> Result<(), ParamError> {
         Ok(())
@@ -101,6 +110,9 @@ pub trait Stage: Send + Sync {
     fn path_params(&self) -> &'static [&'static str];
     fn names_in_output(&self) -> bool;
     fn highlights(&self) -> &'static [&'static str];
+
+    fn replicate_seeds(&self) -> &'static [&'static str];
+    fn min_needs(&self) -> usize;
     fn can_run(&self) -> bool;
     fn param_docs(&self) -> Vec<ParamDoc>;
     /// Types the raw table, fills defaults, validates, and returns the canonical params.
@@ -143,6 +155,12 @@ impl<S: StageDef> Stage for Typed<S> {
     }
     fn path_params(&self) -> &'static [&'static str] {
         S::PATH_PARAMS
+    }
+    fn replicate_seeds(&self) -> &'static [&'static str] {
+        S::REPLICATE_SEEDS
+    }
+    fn min_needs(&self) -> usize {
+        S::MIN_NEEDS
     }
     fn can_run(&self) -> bool {
         self.runner.is_some()

@@ -5,19 +5,23 @@
 //! `torch-stage-defs` (so planning, keys and `status` work without loading libtorch) and run by
 //! the sibling executable `pipeline-torch`. blob_baseline
 //! (split → detections, no training) stands in for train → tile_infer → nms to score a
-//! non-learned detector the same way.
+//! non-learned detector the same way; ensemble merges the detections of several models (the
+//! same stage in every replicate or fold, or named stages) into one set that scores alike.
 
 pub mod artifact;
 pub mod baseline;
 pub mod cli;
+pub mod comparison;
 pub mod dataset;
 pub mod dataset_definition;
+pub mod ensemble;
 pub mod nms;
 pub mod report;
 pub mod results;
 pub mod sample;
 pub mod score;
 pub mod split;
+pub mod uncertainty;
 
 use engine::Registry;
 
@@ -31,6 +35,7 @@ pub fn registry() -> Registry {
         .register::<sample::SampleStage>(sample::run)
         .register::<nms::NmsStage>(nms::run)
         .register::<baseline::BlobBaselineStage>(baseline::run)
+        .register::<ensemble::EnsembleStage>(ensemble::run)
         .register::<score::ScoreStage>(score::run)
         .register::<report::ReportStage>(report::run)
         .declare::<torch_stage_defs::train::TrainStage>()

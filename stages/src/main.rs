@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Export(a) => stages::cli::export::run(a, &registry),
         Command::Compare(a) => stages::cli::compare::run(a, &registry),
         Command::Bench(BenchCommand::Loader(a)) => stages::cli::bench::run(a),
+        Command::Bench(BenchCommand::Bootstrap(a)) => stages::cli::bench::run_bootstrap(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

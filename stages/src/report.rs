@@ -1,8 +1,9 @@
 //! The report stage: per scanner and overall TP, FP, FN, precision, recall, F1 and AP, as a
 //! Parquet table, a Markdown and an HTML report with plots (precision–recall per scanner, F1
-//! against threshold on validation and test, F1 per scanner, a gallery of crops), and the
-//! terminal table `pipeline run` prints at the end (`summary.txt`). Several score stages may
-//! feed one report (e.g. two trainings compared).
+//! against threshold on validation and test, F1 per scanner with its bootstrap interval as error
+//! bars, a gallery of crops), and the terminal table `pipeline run` prints at the end
+//! (`summary.txt`). Every F1, precision and recall carries the score stage's 95 % interval, or
+//! says why it has none. Several score stages may feed one report (e.g. two trainings compared).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -17,6 +18,7 @@ use crate::artifact::DatasetManifest;
 use crate::artifact::dataset_manifest::LoadedDataset;
 use crate::artifact::scores::{GroupScore, Scores};
 use crate::artifact::tables::TableBuilder;
+use crate::uncertainty::{bootstrap_caption, interval_cell};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -40,7 +42,8 @@ pub struct ReportStage;
 impl StageDef for ReportStage {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 1;
+    // 2: bootstrap intervals in every table and error bars on the F1 chart.
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str = "per-scanner table, Markdown/HTML report with plots and a gallery, Parquet";
     const NEEDS: &'static [&'static str] = &["score"];
     // Titles, legends and plot file names show the experiment, variant and score stage names.
@@ -108,15 +111,21 @@ pub fn run(p: &ReportParams, ctx: &StageContext) -> Result<(), StageError> {
         figures.push((f1, format!("F1 against the detection threshold on validation and test ({})", s.name)));
     }
     let scanners = scanner_names(&sources);
-    let mut bars =
-        BarChart::new("Test F1 per scanner", scanners.clone()).y_label("F1").y_range(0.0, 1.05).value_labels(2);
+    let mut bars = BarChart::new("Test F1 per scanner (95 % bootstrap intervals)", scanners.clone())
+        .y_label("F1")
+        .y_range(0.0, 1.05)
+        .value_labels(2);
     for s in &sources {
-        let values: Vec<f64> =
-            scanners.iter().map(|sc| s.scores.group("test", sc).map(|g| g.f1).unwrap_or(0.0)).collect();
-        bars = bars.series(s.name.clone(), values);
+        let group = |sc: &String| s.scores.group("test", sc);
+        let values: Vec<f64> = scanners.iter().map(|sc| group(sc).map(|g| g.f1).unwrap_or(f64::NAN)).collect();
+        let intervals = scanners.iter().map(|sc| group(sc).and_then(|g| g.interval("f1")).map(|i| (i.lo, i.hi)));
+        bars = bars.series(s.name.clone(), values).intervals(intervals);
     }
     bars.save_png(out.join("f1_by_scanner.png"), 720, 480).map_err(plot_err)?;
-    figures.push(("f1_by_scanner.png".into(), "Test F1 per scanner".into()));
+    figures.push((
+        "f1_by_scanner.png".into(),
+        "Test F1 per scanner; whiskers: 95 % bootstrap intervals (none where a row has fewer than 2 images or no mitotic figures)".into(),
+    ));
 
     if let Ok(dataset) = ctx.ancestor("dataset").and_then(DatasetManifest::load) {
         if let Some(g) = gallery(&sources[0].scores, &dataset, p)? {
@@ -171,7 +180,7 @@ fn rows(sources: &[Source]) -> Vec<(&str, &GroupScore, &Scores)> {
 
 fn write_table(sources: &[Source], path: &Path) -> Result<(), StageError> {
     let r = rows(sources);
-    TableBuilder::new()
+    let table = TableBuilder::new()
         .str("score_stage", r.iter().map(|(n, _, _)| n.to_string()).collect())
         .str("split", r.iter().map(|(_, g, _)| g.split.clone()).collect())
         .str("scanner", r.iter().map(|(_, g, _)| g.scanner.clone()).collect())
@@ -183,8 +192,9 @@ fn write_table(sources: &[Source], path: &Path) -> Result<(), StageError> {
         .f64("recall", r.iter().map(|(_, g, _)| g.recall).collect())
         .f64("f1", r.iter().map(|(_, g, _)| g.f1).collect())
         .opt_f64("ap", r.iter().map(|(_, g, _)| g.ap).collect())
-        .f64("threshold", r.iter().map(|(_, _, s)| s.threshold).collect())
-        .write(path)
+        .f64("threshold", r.iter().map(|(_, _, s)| s.threshold).collect());
+    let groups: Vec<&GroupScore> = r.iter().map(|(_, g, _)| *g).collect();
+    crate::score::interval_columns(table, &groups).write(path)
 }
 
 /// The table printed at the end of `pipeline run`: test results per scanner.
@@ -214,6 +224,7 @@ fn terminal_table(sources: &[Source]) -> String {
                     format!("{:.3}", g.precision),
                     format!("{:.3}", g.recall),
                     format!("{:.3}", g.f1),
+                    interval_cell(g, "f1"),
                     fmt_opt(g.ap),
                 ]
             })
@@ -221,8 +232,9 @@ fn terminal_table(sources: &[Source]) -> String {
         // Scanners first, the overall row last.
         let (mut scanners, all): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r[0] != "all");
         scanners.extend(all);
+        let ci = format!("F1 {:.0} % CI", s.scores.bootstrap.map(|b| b.level * 100.0).unwrap_or(95.0));
         out.push_str(&engine::progress::table(
-            &["scanner", "images", "TP", "FP", "FN", "precision", "recall", "F1", "AP"],
+            &["scanner", "images", "TP", "FP", "FN", "precision", "recall", "F1", &ci, "AP"],
             &scanners,
         ));
         out.push('\n');
@@ -233,6 +245,7 @@ fn terminal_table(sources: &[Source]) -> String {
 fn markdown(title: &str, sources: &[Source], table: &str, figures: &[(String, String)]) -> String {
     let mut md = format!("# {title}\n\n");
     md.push_str("MIDOG 2021 metric: a detection is a true positive within 7.5 µm of an unclaimed mitotic figure (greedy, one-to-one); F1 = 2·TP / (2·TP + FP + FN) with counts summed over images. The threshold is chosen on the validation images and applied to the test images.\n\n");
+    let _ = writeln!(md, "Brackets: {}.\n", bootstrap_caption(sources[0].scores.bootstrap.as_ref()));
     md.push_str("```text\n");
     md.push_str(table);
     md.push_str("```\n\n");
@@ -240,7 +253,7 @@ fn markdown(title: &str, sources: &[Source], table: &str, figures: &[(String, St
     for (name, g, _) in rows(sources) {
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {:.3} {} | {:.3} {} | **{:.3}** {} | {} |",
             g.split,
             g.scanner,
             g.images,
@@ -248,8 +261,11 @@ fn markdown(title: &str, sources: &[Source], table: &str, figures: &[(String, St
             g.fp,
             g.fn_,
             g.precision,
+            interval_cell(g, "precision"),
             g.recall,
+            interval_cell(g, "recall"),
             g.f1,
+            interval_cell(g, "f1"),
             fmt_opt(g.ap)
         );
     }
@@ -268,11 +284,12 @@ fn html(title: &str, sources: &[Source], figures: &[(String, String)]) -> String
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f0f0f0}}img{{max-width:100%}}</style></head><body><h1>{t}</h1>",
         t = escape(title)
     );
+    let _ = write!(h, "<p>Brackets: {}.</p>", escape(&bootstrap_caption(sources[0].scores.bootstrap.as_ref())));
     h.push_str("<table><tr><th>score stage</th><th>split</th><th>scanner</th><th>images</th><th>TP</th><th>FP</th><th>FN</th><th>precision</th><th>recall</th><th>F1</th><th>AP</th></tr>");
     for (name, g, _) in rows(sources) {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td><b>{:.3}</b></td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3} {}</td><td>{:.3} {}</td><td><b>{:.3}</b> {}</td><td>{}</td></tr>",
             escape(name),
             g.split,
             escape(&g.scanner),
@@ -281,8 +298,11 @@ fn html(title: &str, sources: &[Source], figures: &[(String, String)]) -> String
             g.fp,
             g.fn_,
             g.precision,
+            escape(&interval_cell(g, "precision")),
             g.recall,
+            escape(&interval_cell(g, "recall")),
             g.f1,
+            escape(&interval_cell(g, "f1")),
             fmt_opt(g.ap)
         );
     }

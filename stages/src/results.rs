@@ -3,6 +3,7 @@
 //! them as Parquet; `pipeline compare` tabulates and plots them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use engine::{Plan, StageError, Store};
 use serde_json::Value;
@@ -21,6 +22,8 @@ pub struct ResultRow {
     /// `stage.param` → value, for the score stage and all its upstream stages.
     pub params: BTreeMap<String, Value>,
     pub key: String,
+    /// Everything the score stage wrote (per-image counts for paired comparisons).
+    pub scores: Arc<Scores>,
 }
 
 /// Rows of every score stage that has run; the (variant, stage) pairs not run yet are returned
@@ -34,7 +37,7 @@ pub fn collect(plan: &Plan, store: &Store) -> Result<(Vec<ResultRow>, Vec<String
                 missing.push(format!("{} [{}] {name}", plan.experiment.name, vp.variant.name));
                 continue;
             }
-            let scores = Scores::load(&store.out_dir(&stage.key))?;
+            let scores = Arc::new(Scores::load(&store.out_dir(&stage.key))?);
             let mut params = BTreeMap::new();
             for up in std::iter::once(name).chain(stage.ancestors.iter()) {
                 flatten(&format!("{up}."), &vp.stages[up].params, &mut params);
@@ -55,6 +58,7 @@ pub fn collect(plan: &Plan, store: &Store) -> Result<(Vec<ResultRow>, Vec<String
                     swept: swept.clone(),
                     params: params.clone(),
                     key: stage.key.to_string(),
+                    scores: scores.clone(),
                 });
             }
         }

@@ -64,6 +64,7 @@ impl StageDef for SampleStage {
     const VERSION: u32 = 1;
     const SUMMARY: &'static str = "training patch plan: random, mitosis-centred or hard-negative sampling";
     const NEEDS: &'static [&'static str] = &["split"];
+    const REPLICATE_SEEDS: &'static [&'static str] = &["seed"];
 
     fn validate(p: &SampleParams) -> Result<(), ParamError> {
         let prob = |v: f64, name: &str| {

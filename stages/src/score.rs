@@ -1,6 +1,10 @@
 //! The score stage: the MIDOG metric, per scanner. The detection threshold is chosen on the
 //! validation images (maximum F1) and applied to the test images; matching is the official one
 //! (7.5 µm with each image's own resolution, greedy one-to-one, F1 from summed TP/FP/FN).
+//! Every row (split × scanner, and each split overall) carries a case-level percentile bootstrap
+//! interval of F1, precision and recall (`midog_eval::bootstrap`: its images resampled with
+//! replacement, 2000 times by default, seeded, so the interval is part of the stage's output and
+//! key); rows with fewer than 2 images or no mitotic figures say so instead.
 //! Writes the MIDOG output JSON of every image too. It scores the detections of its one upstream
 //! stage whatever that stage's kind (nms, blob_baseline, …): anything that writes
 //! `detections.parquet` and `images.json` can be scored.
@@ -9,7 +13,7 @@ use std::collections::BTreeMap;
 
 use engine::{Artifact, ParamError, StageContext, StageDef, StageError};
 use midog_eval::formats::{DetectionsFile, PointsOutput};
-use midog_eval::{Counts, Detection, Point, PointMatcher, ScoreThreshold, SweepImage, ThresholdCurve};
+use midog_eval::{Bootstrap, Counts, Detection, Point, PointMatcher, ScoreThreshold, SweepImage, ThresholdCurve};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -67,11 +71,42 @@ pub struct ScoreParams {
     pub radius_um: f64,
     /// Detection threshold: "best-on-val" or a number (a detection counts when score > threshold).
     pub threshold: ThresholdChoice,
+    /// Bootstrap confidence intervals of every row.
+    pub bootstrap: BootstrapParams,
 }
 
 impl Default for ScoreParams {
     fn default() -> Self {
-        ScoreParams { radius_um: midog_eval::MIDOG_RADIUS_UM, threshold: ThresholdChoice::BestOnVal }
+        ScoreParams {
+            radius_um: midog_eval::MIDOG_RADIUS_UM,
+            threshold: ThresholdChoice::BestOnVal,
+            bootstrap: BootstrapParams::default(),
+        }
+    }
+}
+
+/// Case-level bootstrap of each row's images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapParams {
+    /// Resamples per row (at least 1000).
+    pub resamples: usize,
+    /// Confidence level of the percentile interval.
+    pub level: f64,
+    /// Seed of the resampling.
+    pub seed: u64,
+}
+
+impl Default for BootstrapParams {
+    fn default() -> Self {
+        let b = Bootstrap::default();
+        BootstrapParams { resamples: b.resamples, level: b.level, seed: b.seed }
+    }
+}
+
+impl BootstrapParams {
+    pub fn plan(&self) -> Bootstrap {
+        Bootstrap { resamples: self.resamples, level: self.level, seed: self.seed }
     }
 }
 
@@ -80,7 +115,8 @@ pub struct ScoreStage;
 impl StageDef for ScoreStage {
     type Params = ScoreParams;
     const KIND: &'static str = "score";
-    const VERSION: u32 = 1;
+    // 2: bootstrap intervals in every row (scores.json, metrics.parquet).
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str = "MIDOG F1 per scanner: threshold chosen on validation, applied to test";
     const NEEDS: &'static [&'static str] = &["nms"];
     const HIGHLIGHTS: &'static [&'static str] = &["detections_midog.json"];
@@ -93,6 +129,11 @@ impl StageDef for ScoreStage {
             && !t.is_finite()
         {
             return Err(ParamError::new(&["threshold"], "must be a finite number or \"best-on-val\""));
+        }
+        if let Err(e) = p.bootstrap.plan().check() {
+            let field =
+                if matches!(e, midog_eval::bootstrap::BootstrapError::Level(_)) { "level" } else { "resamples" };
+            return Err(ParamError::new(&["bootstrap", field], e.to_string()));
         }
         Ok(())
     }
@@ -168,6 +209,8 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     };
     tracing::info!(threshold, rule, ?val_f1, "detection threshold");
 
+    let plan = p.bootstrap.plan();
+    let started = std::time::Instant::now();
     let mut groups = Vec::new();
     for (split, set) in [("val", &val), ("test", &test)] {
         if set.is_empty() {
@@ -176,12 +219,13 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
         let mut scanners: Vec<&str> = set.iter().map(|s| s.image.scanner.as_str()).collect();
         scanners.sort();
         scanners.dedup();
-        groups.push(group_score(split, "all", set, threshold));
+        groups.push(group_score(split, "all", set, threshold, &plan));
         for sc in scanners {
             let subset: Vec<&Scored> = set.iter().copied().filter(|s| s.image.scanner == sc).collect();
-            groups.push(group_score(split, sc, &subset, threshold));
+            groups.push(group_score(split, sc, &subset, threshold, &plan));
         }
     }
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "scores and intervals of every row");
 
     let mut images = Vec::new();
     let mut midog = DetectionsFile::default();
@@ -223,7 +267,7 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     }
     midog.save(&ctx.out_dir().join("detections_midog.json")).map_err(StageError::domain)?;
 
-    write_tables(ctx, &groups, &images, threshold)?;
+    write_tables(ctx, &groups.iter().collect::<Vec<_>>(), &images, threshold)?;
     if let Some(all) = groups.iter().find(|g| g.split == "test" && g.scanner == "all") {
         ctx.set_summary("test_f1", all.f1);
     }
@@ -231,7 +275,15 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
         ctx.set_summary(&format!("test_f1_{}", g.scanner), g.f1);
     }
     ctx.set_summary("threshold", threshold);
-    let scores = Scores { threshold, threshold_rule: rule.into(), val_f1, radius_um: p.radius_um, groups, images };
+    let scores = Scores {
+        threshold,
+        threshold_rule: rule.into(),
+        val_f1,
+        radius_um: p.radius_um,
+        bootstrap: Some(plan),
+        groups,
+        images,
+    };
     write_json(&ctx.out_dir().join(scores::SCORES_FILE), &scores)
 }
 
@@ -239,8 +291,7 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
 /// whatever its kind, so a non-learned baseline is scored exactly like the network's nms output.
 fn detections_input(ctx: &StageContext) -> Result<&Artifact, StageError> {
     let has = |a: &Artifact, file: &str| a.dir.join(file).is_file();
-    let with: Vec<&Artifact> =
-        ctx.inputs.iter().filter(|a| has(a, DETECTIONS_FILE) && has(a, inferred::FILE)).collect();
+    let with: Vec<&Artifact> = ctx.inputs.iter().filter(|a| inferred::has_detections(&a.dir)).collect();
     match with.as_slice() {
         [one] => Ok(one),
         [] => {
@@ -290,41 +341,53 @@ fn curve(set: &[&Scored]) -> ThresholdCurve {
     ThresholdCurve::compute(&sweep)
 }
 
-fn counts_at(set: &[&Scored], threshold: f64) -> Counts {
-    let mut total = Counts::default();
-    for s in set {
-        let c = midog_eval::greedy_match(&s.gt, &s.dets, s.radius_px, ScoreThreshold::Above(threshold)).counts();
-        total = Counts::new(total.tp + c.tp, total.fp + c.fp, total.fn_ + c.fn_);
-    }
-    total
+fn image_counts(set: &[&Scored], threshold: f64) -> Vec<Counts> {
+    set.iter()
+        .map(|s| midog_eval::greedy_match(&s.gt, &s.dets, s.radius_px, ScoreThreshold::Above(threshold)).counts())
+        .collect()
 }
 
-fn group_score(split: &str, scanner: &str, set: &[&Scored], threshold: f64) -> GroupScore {
-    let c = counts_at(set, threshold);
+fn counts_at(set: &[&Scored], threshold: f64) -> Counts {
+    image_counts(set, threshold).into_iter().sum()
+}
+
+fn group_score(split: &str, scanner: &str, set: &[&Scored], threshold: f64, plan: &Bootstrap) -> GroupScore {
+    let per_image = image_counts(set, threshold);
+    let c: Counts = per_image.iter().copied().sum();
     let curve = curve(set);
+    let (intervals, no_interval) = match plan.intervals(&per_image, scores::row_stream(split, scanner)) {
+        Ok(i) => (Some(i), None),
+        Err(why) => (None, Some(why.to_string())),
+    };
     GroupScore {
-        split: split.into(),
-        scanner: scanner.into(),
-        images: set.len(),
-        tp: c.tp,
-        fp: c.fp,
-        fn_: c.fn_,
-        precision: c.precision(),
-        recall: c.recall(),
-        f1: c.f1(),
         ap: curve.average_precision(),
+        intervals,
+        no_interval,
         pr_curve: curve.precision_recall(),
         f1_curve: curve.f1_by_threshold(),
+        ..GroupScore::from_counts(split, scanner, set.len(), c)
     }
+}
+
+/// `f1_lo`, `f1_hi`, `precision_lo`, … (null without an interval) and `interval_note` (why not).
+pub fn interval_columns(table: TableBuilder, groups: &[&GroupScore]) -> TableBuilder {
+    let mut table = table;
+    for metric in ["f1", "precision", "recall"] {
+        let of = |g: &&GroupScore| g.interval(metric);
+        table = table
+            .opt_f64(&format!("{metric}_lo"), groups.iter().map(|g| of(g).map(|i| i.lo)).collect())
+            .opt_f64(&format!("{metric}_hi"), groups.iter().map(|g| of(g).map(|i| i.hi)).collect());
+    }
+    table.opt_str("interval_note", groups.iter().map(|g| g.no_interval.clone()).collect())
 }
 
 fn write_tables(
     ctx: &StageContext,
-    groups: &[GroupScore],
+    groups: &[&GroupScore],
     images: &[ImageScore],
     threshold: f64,
 ) -> Result<(), StageError> {
-    TableBuilder::new()
+    let table = TableBuilder::new()
         .str("split", groups.iter().map(|g| g.split.clone()).collect())
         .str("scanner", groups.iter().map(|g| g.scanner.clone()).collect())
         .u64("images", groups.iter().map(|g| g.images as u64).collect())
@@ -335,8 +398,8 @@ fn write_tables(
         .f64("recall", groups.iter().map(|g| g.recall).collect())
         .f64("f1", groups.iter().map(|g| g.f1).collect())
         .opt_f64("ap", groups.iter().map(|g| g.ap).collect())
-        .f64("threshold", groups.iter().map(|_| threshold).collect())
-        .write(&ctx.out_dir().join(scores::METRICS_FILE))?;
+        .f64("threshold", groups.iter().map(|_| threshold).collect());
+    interval_columns(table, groups).write(&ctx.out_dir().join(scores::METRICS_FILE))?;
     TableBuilder::new()
         .u32("image_id", images.iter().map(|i| i.id).collect())
         .str("file_name", images.iter().map(|i| i.file_name.clone()).collect())
@@ -360,7 +423,13 @@ mod tests {
         for f in files {
             std::fs::write(dir.join(f), b"").unwrap();
         }
-        Artifact { name: name.into(), kind: kind.into(), key: StageKey::parse(&"0".repeat(64)).unwrap(), dir }
+        Artifact {
+            name: name.into(),
+            variant: String::new(),
+            kind: kind.into(),
+            key: StageKey::parse(&"0".repeat(64)).unwrap(),
+            dir,
+        }
     }
 
     fn context(inputs: Vec<Artifact>) -> StageContext {

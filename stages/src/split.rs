@@ -10,6 +10,18 @@
 //! Unlabelled images (GT450) never enter training, validation or scoring: as training images
 //! every mitosis in them would teach "background", as test images every correct detection would
 //! count as a false positive.
+//!
+//! `folds = K` makes it k-fold cross-validation: the training pool (everything that is not test)
+//! is dealt into K folds stratified like the validation part
+//! (`stratify`; scanner by default), fold `fold` validates and the others train; the
+//! test set stays the same in every fold. Sweep the fold index to get all K models:
+//!
+//! ```toml
+//! [stages.split]
+//! folds = 5
+//! [sweep]
+//! "stages.split.fold" = [0, 1, 2, 3, 4]
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,6 +97,14 @@ pub struct SplitParams {
     /// is drawn from evenly, e.g. ["tumor_type", "scanner"] (default: scanner; midogpp: tumour type).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stratify: Vec<String>,
+    /// k-fold cross-validation: deal the training pool into this many folds, stratified like the
+    /// validation part (validation = fold `fold`, training = the rest; `val_fraction` is not used).
+    // Left out of the resolved params while unset, so splits without folds keep their keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folds: Option<u32>,
+    /// The validation fold, 0 … folds − 1 (sweep it: "stages.split.fold" = [0, 1, 2, 3, 4]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub fold: u32,
 }
 
 impl Default for SplitParams {
@@ -103,8 +123,14 @@ impl Default for SplitParams {
             train_domains: None,
             test_domains: None,
             stratify: Vec::new(),
+            folds: None,
+            fold: 0,
         }
     }
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 pub struct SplitStage;
@@ -134,6 +160,34 @@ impl StageDef for SplitStage {
             if p.stratify[..i].iter().any(|b| attribute_name(b) == attribute_name(a)) {
                 return Err(ParamError::new(&["stratify"], format!("`{a}` is listed twice")));
             }
+        }
+        match p.folds {
+            Some(k) if k < 2 => {
+                return Err(ParamError::new(
+                    &["folds"],
+                    format!("`folds = {k}`: cross-validation needs at least 2 folds (each trains on the others)"),
+                )
+                .with_help("folds = 5 is the usual choice; leave `folds` out for a plain validation fraction"));
+            }
+            Some(k) if p.fold >= k => {
+                return Err(ParamError::new(
+                    &["fold"],
+                    format!("`fold = {}` does not exist: folds = {k} numbers its folds 0 to {}", p.fold, k - 1),
+                ));
+            }
+            Some(_) if p.val_ids.is_some() => {
+                return Err(ParamError::new(
+                    &["folds"],
+                    "set either `folds` or `val_ids`: the folds choose the validation images",
+                ));
+            }
+            None if p.fold != 0 => {
+                return Err(ParamError::new(
+                    &["fold"],
+                    format!("`fold = {}` needs `folds = K` (k-fold cross-validation)", p.fold),
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -344,6 +398,14 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
                     let (mut train, mut val) = (Vec::new(), Vec::new());
                     for (_, mut ids) in by_stratum(&pool) {
                         ids.shuffle(&mut rng);
+                        if let Some(k) = p.folds {
+                            // Dealt round-robin after the same shuffle in every fold: the K
+                            // validation parts are disjoint and cover the pool.
+                            for (i, id) in ids.into_iter().enumerate() {
+                                if i as u32 % k == p.fold { val.push(id) } else { train.push(id) }
+                            }
+                            continue;
+                        }
                         let n = if p.val_fraction > 0.0 {
                             ((ids.len() as f64 * p.val_fraction).round() as usize)
                                 .clamp(usize::from(ids.len() > 1), ids.len())
@@ -399,6 +461,9 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
     }
     if !p.stratify.is_empty() || p.preset == SplitPreset::Midogpp {
         description.push_str(&format!("; validation stratified by {strata_words}"));
+    }
+    if let Some(k) = p.folds {
+        description.push_str(&format!("; cross-validation fold {} of {k} validates", p.fold));
     }
     description.push_str(&format!(
         "; {} train, {} val, {} test, {} unlabelled kept out",
@@ -618,6 +683,48 @@ mod tests {
         // Scanner selections work as before, through the generic path too.
         let s = split(&SplitParams { leave_out: vec!["s360".into()], ..Default::default() }, &d).unwrap();
         assert!(s.train.iter().all(|id| !(51..=100).contains(id)));
+    }
+
+    #[test]
+    fn folds_partition_the_training_pool_and_keep_the_test_set() {
+        let d = midog_like();
+        let base = SplitParams { folds: Some(5), ..Default::default() };
+        let splits: Vec<SplitSets> =
+            (0..5).map(|fold| split(&SplitParams { fold, ..base.clone() }, &d).unwrap()).collect();
+        let pool: BTreeSet<u32> = splits[0].train.iter().chain(&splits[0].val).copied().collect();
+        assert_eq!(pool.len(), 120);
+        let mut seen = BTreeSet::new();
+        for s in &splits {
+            assert_eq!(s.test, splits[0].test, "the test set is the same in every fold");
+            assert!(s.val.iter().all(|id| seen.insert(*id)), "validation folds overlap");
+            assert_eq!(s.train.len() + s.val.len(), 120);
+            // Stratified: 8 of each labelled scanner's 40 pool images per fold.
+            for range in [1..=50, 51..=100, 101..=150] {
+                assert_eq!(s.val.iter().filter(|id| range.contains(*id)).count(), 8);
+            }
+        }
+        assert_eq!(seen, pool, "the folds cover the pool");
+    }
+
+    #[test]
+    fn splits_without_folds_keep_their_params_and_key() {
+        let resolved = crate::registry().get("split").unwrap().resolve(&toml::Table::new()).unwrap();
+        let keys: Vec<&str> = resolved.as_object().unwrap().keys().map(String::as_str).collect();
+        assert!(!keys.contains(&"folds") && !keys.contains(&"fold"), "{keys:?}");
+    }
+
+    #[test]
+    fn bad_folds_name_the_key() {
+        let check = |p: SplitParams| SplitStage::validate(&p).unwrap_err();
+        let e = check(SplitParams { folds: Some(1), ..Default::default() });
+        assert_eq!(e.path, ["folds"]);
+        assert!(e.message.contains("at least 2 folds"), "{e}");
+        let e = check(SplitParams { folds: Some(5), fold: 5, ..Default::default() });
+        assert_eq!(e.path, ["fold"]);
+        assert!(e.message.contains("0 to 4"), "{e}");
+        let e = check(SplitParams { fold: 2, ..Default::default() });
+        assert!(e.message.contains("needs `folds = K`"), "{e}");
+        assert!(SplitStage::validate(&SplitParams { folds: Some(5), fold: 4, ..Default::default() }).is_ok());
     }
 
     #[test]

@@ -245,3 +245,80 @@ fn renaming_a_stage_reruns_only_the_stages_that_show_its_name_and_they_show_the_
     let r = p.run_json("exp.toml");
     assert_eq!(with_status(&r, "ran"), ["all"], "{r:?}");
 }
+
+/// Replicates and a fan-in across them (an ensemble of the replicates): the stage in every
+/// replicate is one input list of one stage.
+const REPLICATED: &str = r#"[experiment]
+name = "replicated"
+
+[stages.source]
+file = "input.txt"
+
+[stages.fit]
+kind = "transform"
+needs = ["source"]
+seed = 10
+
+[stages.ensemble]
+kind = "gather"
+needs = ["fit@replicate"]
+
+[sweep]
+replicates = 2
+"#;
+
+#[test]
+fn adding_a_replicate_runs_only_the_new_member_and_the_stages_that_fan_it_in() {
+    let p = Project::new(testbed());
+    p.write("input.txt", "hello\n");
+    p.write("exp.toml", REPLICATED);
+    let first = p.run_json("exp.toml");
+    // source has no seed: both replicates share it; each has its own fit.
+    assert_eq!(first["source@replicate=0"], "ran");
+    assert_eq!(first["source@replicate=1"], "cached", "{first:?}");
+    assert_eq!(first["ensemble@replicate=0"], "ran");
+    assert_eq!(first["ensemble@replicate=1"], "cached", "one ensemble for both replicates: {first:?}");
+    assert_eq!((first["fit@replicate=0"].as_str(), first["fit@replicate=1"].as_str()), ("ran", "ran"));
+
+    p.write("exp.toml", &REPLICATED.replace("replicates = 2", "replicates = 3"));
+    let r = p.run_json("exp.toml");
+    let ran = with_status(&r, "ran");
+    assert_eq!(ran, ["ensemble@replicate=0", "fit@replicate=2"], "{r:?}");
+    for v in ["replicate=0", "replicate=1"] {
+        assert_eq!(r[&format!("fit@{v}")], "cached", "{r:?}");
+    }
+    let again = p.run_json("exp.toml");
+    assert!(again.values().all(|s| s == "cached"), "{again:?}");
+}
+
+#[test]
+fn the_fan_in_holds_every_member_in_axis_order() {
+    let p = Project::new(testbed());
+    p.write("input.txt", "hello\n");
+    p.write("exp.toml", REPLICATED);
+    p.run_json("exp.toml");
+    let status = p.run(&["status", "exp.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let key =
+        v.as_array().unwrap().iter().find(|r| r["stage"] == "ensemble").unwrap()["key"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(p.path(&format!("cache/objects/{}/{key}/out/data.txt", &key[..2]))).unwrap();
+    let seeds: Vec<&str> = text.lines().filter(|l| l.starts_with("transform")).collect();
+    assert_eq!(seeds, ["transform x1 w0.0001 s10", "transform x1 w0.0001 s11"], "{text}");
+}
+
+#[test]
+fn bad_replicates_and_fan_ins_name_file_line_and_key() {
+    let p = Project::new(testbed());
+    p.write("input.txt", "hello\n");
+    for (text, line, needle) in [
+        (REPLICATED.replace("replicates = 2", "replicates = 0"), 17, "at least 1 replicate"),
+        (REPLICATED.replace("fit@replicate", "fit@fold"), 14, "`fold` is not a swept axis"),
+        (REPLICATED.replace("needs = [\"fit@replicate\"]", "needs = []"), 14, "needs at least 1 upstream stage"),
+    ] {
+        p.write("exp.toml", &text);
+        let out = p.run(&["run", "exp.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("exp.toml:{line}:")) && err.contains(needle), "{err}");
+    }
+}

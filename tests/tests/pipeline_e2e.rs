@@ -104,6 +104,28 @@ fn quickstart_runs_end_to_end_learns_and_reruns_only_what_changed() {
     ] {
         assert!(report.join(f).is_file(), "report lacks {f}");
     }
+    // Every score comes with its bootstrap interval, or says why it has none.
+    let summary = std::fs::read_to_string(report.join("summary.txt")).unwrap();
+    assert!(summary.contains("F1 95 % CI"), "{summary}");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("case-level percentile bootstrap") && md.contains("2000 resamples"), "{md}");
+    let table = read_table(&report.join("report.parquet"));
+    let col = |name: &str| -> Vec<Option<f64>> { table.column(name).unwrap().f64().unwrap().iter().collect() };
+    let images: Vec<i64> =
+        table.column("images").unwrap().cast(&DataType::Int64).unwrap().i64().unwrap().into_no_null_iter().collect();
+    let notes: Vec<Option<String>> =
+        table.column("interval_note").unwrap().str().unwrap().iter().map(|s| s.map(String::from)).collect();
+    let (lo, hi) = (col("f1_lo"), col("f1_hi"));
+    for i in 0..table.height() {
+        match (lo[i], hi[i]) {
+            (Some(l), Some(h)) => assert!(l <= h && images[i] >= 2 && notes[i].is_none(), "row {i}: [{l}, {h}]"),
+            _ => assert!(notes[i].is_some(), "row {i} has neither an interval nor a reason"),
+        }
+        if images[i] < 2 {
+            assert!(notes[i].as_deref().is_some_and(|n| n.contains("only")), "row {i}: {:?}", notes[i]);
+        }
+    }
+    assert!(lo.iter().any(Option::is_some), "no row has an interval");
 
     // 3. Nothing changed: everything is cached.
     let again = p.run_json("exp.toml");
@@ -180,6 +202,28 @@ fn quickstart_runs_end_to_end_learns_and_reruns_only_what_changed() {
         model_rows.column("param.nms.radius_px").unwrap().f64().unwrap().into_no_null_iter().collect();
     assert!(!radius.is_empty() && radius.iter().all(|r| *r == 20.0), "{radius:?}");
     assert!(df.height() >= 4);
+    for col in ["f1_lo", "f1_hi", "precision_lo", "precision_hi", "recall_lo", "recall_hi", "interval_note"] {
+        assert!(df.column(col).is_ok(), "export lacks column {col}: {:?}", df.get_column_names());
+    }
+
+    // 5b. Compare the network with the baseline on the same test images: a paired difference per
+    // scanner, in the terminal and as Parquet, its mark agreeing with its interval.
+    let cmp = p.run(&["compare", "exp.toml", "-o", "cmp"]);
+    assert!(cmp.status.success(), "{}", stderr(&cmp));
+    let text = stdout(&cmp);
+    assert!(text.contains("paired 95 % bootstrap") && text.contains("Supported by the data"), "{text}");
+    let paired = read_table(&p.path("cmp/paired.parquet"));
+    assert_eq!(paired.height(), 4, "one pair (score, score_baseline) × CS2, S360, XR, all");
+    let supported: Vec<Option<bool>> = paired.column("supported").unwrap().bool().unwrap().iter().collect();
+    let (plo, phi): (Vec<Option<f64>>, Vec<Option<f64>>) = (
+        paired.column("lo").unwrap().f64().unwrap().iter().collect(),
+        paired.column("hi").unwrap().f64().unwrap().iter().collect(),
+    );
+    for i in 0..paired.height() {
+        if let (Some(l), Some(h), Some(s)) = (plo[i], phi[i], supported[i]) {
+            assert_eq!(s, l > 0.0 || h < 0.0, "row {i}: [{l}, {h}] marked {s}");
+        }
+    }
 
     // 6. Scoring the stage's own MIDOG JSON with `pipeline score` gives the same test counts.
     let score = out_dir(&p, &key_of(&p, "exp.toml", "score"));

@@ -1,7 +1,8 @@
 //! The experiment files users get: every one resolves (sweeps expanded, variants named, every
 //! param valid), and the cheap studies run end to end at a tiny scale with the real binaries —
-//! the shipped file itself, extended only to shrink data and models. The expensive ones
-//! (domain-shift, hyperparams) are run at full small scale by `bench/studies.sh`.
+//! the shipped file itself, extended only to shrink data and models (and to one seed, two for the
+//! ensemble of seeds). The expensive ones (domain-shift, hyperparams, cross-validation) are run at
+//! the study scale by `bench/studies.sh`.
 
 mod common;
 
@@ -23,8 +24,13 @@ epochs = 1
 "#;
 
 /// `NAME.toml` extended with the sizes of a test: a few small images, few small patches, one
-/// epoch of a narrow model. `train_stages` lists the file's train stages beyond `train`.
+/// epoch of a narrow model, one seed. `train_stages` lists the file's train stages beyond `train`.
 fn tiny(p: &Project, name: &str, train_stages: &[&str]) -> String {
+    tiny_with(p, name, train_stages, 1)
+}
+
+/// [`tiny`] with `replicates` seeds.
+fn tiny_with(p: &Project, name: &str, train_stages: &[&str], replicates: u32) -> String {
     let mut text = format!(
         r#"[experiment]
 name = "{name}-ci"
@@ -44,6 +50,9 @@ patches_per_image = 4
 
 [stages.tile_infer]
 tile_size = 256
+
+[sweep]
+replicates = {replicates}
 "#,
         experiments().join(format!("{name}.toml")).display()
     );
@@ -187,6 +196,35 @@ fn cheap_studies_run_end_to_end_with_shared_upstream_computed_once() {
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "png"));
     assert!(pngs.count() >= 1, "compare wrote no chart");
+    assert!(text.contains("Supported by the data"), "compare says nothing about the differences:\n{text}");
+    assert!(p.path("cmp-overlap/paired.parquet").is_file() && p.path("cmp-overlap/compare.md").is_file());
+
+    // ensemble: two seeds of the overlap run's recipe (seed 0 is its training, from the cache)
+    // and their merged detections, scored and compared against the single models.
+    let file = tiny_with(&p, "ensemble", &[], 2);
+    let r = p.run_json(&file);
+    assert_eq!(r["train@replicate=0"], "cached", "replicate 0 is the recipe as written: {r:?}");
+    assert_eq!(r["train@replicate=1"], "ran", "{r:?}");
+    assert_eq!((r["ensemble@replicate=0"].as_str(), r["ensemble@replicate=1"].as_str()), ("ran", "cached"), "{r:?}");
+    let cmp = p.run(&["compare", &file, "-o", "cmp-ensemble"]);
+    assert!(cmp.status.success(), "{}", stderr(&cmp));
+    let text = stdout(&cmp);
+    assert!(text.contains("pooled over replicate") && text.contains("score_ensemble"), "{text}");
+    assert!(text.contains("score_ensemble") && text.contains("ΔF1"), "no paired difference with the ensemble:\n{text}");
+    // A third seed would train one model and rerun the ensemble, its score and the reports.
+    p.write(&file, &std::fs::read_to_string(p.path(&file)).unwrap().replace("replicates = 2", "replicates = 3"));
+    let dry = p.run(&["run", &file, "--dry-run", "--json"]);
+    let planned = statuses(&dry);
+    let to_run: Vec<&String> = planned.iter().filter(|(_, s)| *s != "cached").map(|(k, _)| k).collect();
+    for k in &to_run {
+        assert!(
+            k.ends_with("replicate=2") || ["ensemble@", "score_ensemble@", "report@"].iter().any(|p| k.starts_with(p)),
+            "{k} would rerun: {planned:?}"
+        );
+    }
+    assert!(
+        to_run.iter().any(|k| k.as_str() == "train@replicate=2") && to_run.iter().any(|k| k.starts_with("ensemble@"))
+    );
 
     // sampling: three strategies, three samples and trainings; dataset and split come from the
     // overlap run's cache (same data, same split).

@@ -342,10 +342,16 @@ fn launch(
 /// The job file of `job`: what its worker needs, wherever it runs.
 pub fn job_file(plan: &Plan, job: &Job, store: &Store, threads: usize, devices: Vec<usize>, force: bool) -> JobFile {
     let s = &job.stage;
-    let vp = plan.variant(&s.variant).expect("a job's variant is in its plan");
-    let artifact = |name: &String| {
+    let artifact = |variant: &String, name: &String| {
+        let vp = plan.variant(variant).expect("a job reads stages of its plan's variants");
         let u = &vp.stages[name];
-        Artifact { name: name.clone(), kind: u.kind.clone(), key: u.key.clone(), dir: store.out_dir(&u.key) }
+        Artifact {
+            name: name.clone(),
+            variant: variant.clone(),
+            kind: u.kind.clone(),
+            key: u.key.clone(),
+            dir: store.out_dir(&u.key),
+        }
     };
     JobFile {
         key: job.key.clone(),
@@ -356,8 +362,9 @@ pub fn job_file(plan: &Plan, job: &Job, store: &Store, threads: usize, devices: 
         stage: s.name.clone(),
         params_dir: std::path::absolute(&s.params_dir).unwrap_or_else(|_| s.params_dir.clone()),
         cache_dir: store.root().to_path_buf(),
-        upstream: s.needs.iter().map(artifact).collect(),
-        ancestors: s.ancestors.iter().map(artifact).collect(),
+        upstream: s.upstream.iter().map(|(v, n)| artifact(v, n)).collect(),
+        ancestors: s.ancestors.iter().map(|n| artifact(&s.variant, n)).collect(),
+        location: s.location.as_ref().map(ToString::to_string),
         external: s.external.clone(),
         threads,
         devices,

@@ -29,6 +29,9 @@ pub struct JobFile {
     pub force: bool,
     /// The log file the worker's stderr goes to; copied into the published entry.
     pub log: Option<PathBuf>,
+    /// Where the stage is written (`file:line:column`), for its messages.
+    #[serde(default)]
+    pub location: Option<String>,
 }
 
 impl JobFile {

@@ -10,4 +10,4 @@ pub use document::Document;
 pub use error::{SpecError, did_you_mean};
 pub use experiment::{Experiment, SPEC_TABLES, StageTable};
 pub use source::{Location, SourceMap};
-pub use sweep::{DEFAULT_VARIANT, Override, SweptValue, Variant, display_value};
+pub use sweep::{DEFAULT_VARIANT, Override, REPLICATE_AXIS, SweptValue, Variant, display_value};

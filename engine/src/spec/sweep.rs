@@ -8,10 +8,21 @@
 //!
 //! [sweep.variants.r50]                       # named variants, each a set of overrides
 //! "stages.train.backbone" = "resnet50"
+//!
+//! [sweep]
+//! replicates = 3                             # every variant 3 times, seeds offset by 0, 1, 2
 //! ```
 //!
 //! Named variants multiply with the axes. Variant names are readable and stable:
 //! `lr=3e-4,epochs=50`, the user's own names, or `r50/lr=3e-4` for both.
+//!
+//! `replicates = N` (N ≥ 2; 1 is the experiment as written, so a file can turn off the
+//! replicates of a base it extends) adds the innermost axis [`REPLICATE_AXIS`] with the values
+//! 0 … N−1: replicate
+//! *r* adds *r* to every parameter the stage kinds declare as their random seeds
+//! (`StageDef::REPLICATE_SEEDS`), so stages that draw random numbers run once per replicate and
+//! the others (those without seeds, e.g. a data split) stay shared. Replicate 0 is the
+//! experiment as written, and shares its cache with a run without replicates.
 
 use std::collections::BTreeSet;
 
@@ -41,16 +52,26 @@ pub struct Variant {
     pub name: String,
     pub overrides: Vec<Override>,
     pub swept: Vec<SweptValue>,
+    /// The replicate index (`[sweep] replicates = N`), added to the stages' seed params.
+    pub replicate: Option<u32>,
 }
 
 impl Variant {
     /// The single variant of an experiment without `[sweep]`.
     pub fn base() -> Variant {
-        Variant { name: DEFAULT_VARIANT.to_string(), overrides: Vec::new(), swept: Vec::new() }
+        Variant { name: DEFAULT_VARIANT.to_string(), overrides: Vec::new(), swept: Vec::new(), replicate: None }
+    }
+
+    /// The value of a swept key (an axis's dotted key, `variant` or [`REPLICATE_AXIS`]).
+    pub fn value_of(&self, key: &str) -> Option<&toml::Value> {
+        self.swept.iter().find(|s| s.key == key).map(|s| &s.value)
     }
 }
 
 pub const DEFAULT_VARIANT: &str = "default";
+
+/// The swept key of `[sweep] replicates = N`; each variant's value is its replicate index.
+pub const REPLICATE_AXIS: &str = "replicate";
 
 struct Axis {
     key: String,
@@ -75,9 +96,29 @@ pub fn expand(
     let mut axes: Vec<Axis> = Vec::new();
     let mut zips: Vec<Vec<String>> = Vec::new();
     let mut named: Vec<(String, Vec<Override>)> = Vec::new();
+    let mut replicates: Option<u32> = None;
 
     for (k, v) in sweep {
         match k.as_str() {
+            "replicates" => {
+                let loc = here(&["sweep", "replicates"]);
+                let n = v.as_integer().ok_or_else(|| {
+                    SpecError::at(loc.as_ref(), file, "`replicates` must be a whole number, e.g. replicates = 3")
+                })?;
+                if n < 1 {
+                    return Err(SpecError::at(
+                        loc.as_ref(),
+                        file,
+                        format!("`replicates = {n}`: there must be at least 1 replicate"),
+                    )
+                    .with_help("replicates = 3 trains every variant with three seeds; leave the key out for one"));
+                }
+                let n = u32::try_from(n).map_err(|_| {
+                    SpecError::at(loc.as_ref(), file, format!("`replicates = {n}` is more than anyone can run"))
+                })?;
+                // One replicate is the experiment as written: no axis, the names stay.
+                replicates = (n > 1).then_some(n);
+            }
             "zip" => {
                 let groups = v.as_array().ok_or_else(|| {
                     SpecError::at(here(&["sweep", "zip"]).as_ref(), file, "`zip` must be a list of lists of swept keys")
@@ -214,6 +255,15 @@ pub fn expand(
     groups.sort_by_key(|g| g[0]);
 
     let labels = short_labels(&axes);
+    if let Some(a) =
+        axes.iter().zip(&labels).find(|(_, l)| replicates.is_some() && *l == REPLICATE_AXIS).map(|(a, _)| a)
+    {
+        return Err(SpecError::at(
+            a.location.as_ref(),
+            file,
+            format!("`{}` clashes with the replicate axis name `{REPLICATE_AXIS}`", a.key),
+        ));
+    }
     // Cartesian product over groups; within a group, values move together.
     let mut combos: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
     for g in &groups {
@@ -234,9 +284,13 @@ pub fn expand(
     } else {
         named.into_iter().map(|(n, o)| (Some(n), o)).collect()
     };
+    let replicate_values: Vec<Option<u32>> = match replicates {
+        None => vec![None],
+        Some(n) => (0..n).map(Some).collect(),
+    };
     let mut variants = Vec::new();
     for (name, base_overrides) in &bases {
-        for combo in &combos {
+        for (combo, replicate) in combos.iter().flat_map(|c| replicate_values.iter().map(move |r| (c, *r))) {
             let mut overrides = base_overrides.clone();
             let mut swept = Vec::new();
             let mut parts = Vec::new();
@@ -252,6 +306,11 @@ pub fn expand(
                 swept.push(SweptValue { key: a.key.clone(), value: a.values[j].clone() });
                 parts.push(format!("{}={}", labels[i], display_value(&a.values[j])));
             }
+            // Innermost: the replicates of one recipe sit next to each other.
+            if let Some(r) = replicate {
+                swept.push(SweptValue { key: REPLICATE_AXIS.into(), value: toml::Value::Integer(i64::from(r)) });
+                parts.push(format!("{REPLICATE_AXIS}={r}"));
+            }
             let axes_name = parts.join(",");
             let vname = match (name, axes_name.is_empty()) {
                 (Some(n), true) => n.clone(),
@@ -262,7 +321,7 @@ pub fn expand(
             if let Some(n) = name {
                 swept.insert(0, SweptValue { key: "variant".into(), value: toml::Value::String(n.clone()) });
             }
-            variants.push(Variant { name: vname, overrides, swept });
+            variants.push(Variant { name: vname, overrides, swept, replicate });
         }
     }
     Ok(variants)
@@ -419,6 +478,32 @@ mod tests {
         let e = expand_text("[sweep]\n\"stages.train.lr\" = [1, 2]\n\"stages.train.epochs\" = [1]\nzip = [[\"stages.train.lr\", \"stages.train.epochs\"]]\n")
             .unwrap_err();
         assert!(e.message.contains("as many values"), "{e}");
+    }
+
+    #[test]
+    fn replicates_are_the_innermost_axis() {
+        let v = expand_text("[sweep]\n\"stages.train.lr\" = [1, 2]\nreplicates = 2\n").unwrap();
+        assert_eq!(names(&v), ["lr=1,replicate=0", "lr=1,replicate=1", "lr=2,replicate=0", "lr=2,replicate=1"]);
+        assert_eq!(v[3].replicate, Some(1));
+        assert_eq!(v[3].value_of(REPLICATE_AXIS), Some(&toml::Value::Integer(1)));
+        let v = expand_text("[sweep]\nreplicates = 3\n").unwrap();
+        assert_eq!(names(&v), ["replicate=0", "replicate=1", "replicate=2"]);
+        assert!(v[0].overrides.is_empty(), "replicates override no written value");
+        // One replicate: the experiment as written (a file can turn off its base's replicates).
+        let v = expand_text("[sweep]\n\"stages.train.lr\" = [1, 2]\nreplicates = 1\n").unwrap();
+        assert_eq!(names(&v), ["lr=1", "lr=2"]);
+        assert_eq!(v[0].replicate, None);
+    }
+
+    #[test]
+    fn bad_replicates_are_located_errors() {
+        let e = expand_text("[stages.train]\n[sweep]\nreplicates = 0\n").unwrap_err();
+        assert_eq!(e.location.as_ref().unwrap().line, 3, "{e}");
+        assert!(e.message.contains("at least 1 replicate"), "{e}");
+        let e = expand_text("[sweep]\nreplicates = \"three\"\n").unwrap_err();
+        assert!(e.message.contains("whole number"), "{e}");
+        let e = expand_text("[sweep]\nreplicates = -2\n").unwrap_err();
+        assert!(e.to_string().contains("e.toml:2:1"), "{e}");
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! From the network's boxes to the challenge metric: per-tile IoU NMS and image-level
 //! centre-distance NMS (`nms`), the official greedy 7.5 µm point matching (`matching`), counts
 //! summed over images and F1 (`metrics`), every threshold at once for the best threshold, the
-//! precision–recall curve and average precision (`curve`), the official JSON files (`formats`), and
-//! scoring of external detection files against ground truth (`external`).
+//! precision–recall curve and average precision (`curve`), the official JSON files (`formats`),
+//! scoring of external detection files against ground truth (`external`), the merging of several
+//! models' detections (`ensemble`), and bootstrap confidence intervals and paired comparisons of
+//! scores (`bootstrap`).
 
+pub mod bootstrap;
 pub mod curve;
 pub mod detection;
+pub mod ensemble;
 pub mod error;
 pub mod external;
 pub mod formats;
@@ -17,6 +21,7 @@ pub mod metrics;
 pub mod nms;
 pub mod threshold;
 
+pub use bootstrap::{Bootstrap, Interval, MetricIntervals, NoInterval, PairedDifference};
 pub use curve::{CurvePoint, SweepImage, ThresholdCurve};
 pub use detection::{BoxDetection, Detection, Point};
 pub use error::EvalError;

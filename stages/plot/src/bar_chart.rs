@@ -22,6 +22,10 @@ const GROUP_FILL: f64 = 0.8;
 struct BarSeries {
     name: String,
     values: Vec<f64>,
+    /// Error bars `(lo, hi)` per group (`None`: no bar), when the series has them.
+    intervals: Option<Vec<Option<(f64, f64)>>>,
+    /// Text above each bar instead of its value.
+    labels: Option<Vec<String>>,
 }
 
 /// A grouped bar chart, built with chained setters and written with [`BarChart::save_png`].
@@ -82,7 +86,30 @@ impl BarChart {
     /// Adds a series with one value per group (a non-finite value leaves its bar out). The
     /// number of values is checked by [`BarChart::save_png`].
     pub fn series(mut self, name: impl Into<String>, values: impl IntoIterator<Item = f64>) -> BarChart {
-        self.series.push(BarSeries { name: name.into(), values: values.into_iter().collect() });
+        self.series.push(BarSeries {
+            name: name.into(),
+            values: values.into_iter().collect(),
+            intervals: None,
+            labels: None,
+        });
+        self
+    }
+
+    /// Error bars (e.g. a confidence interval) for the series added last: one `(lo, hi)` or
+    /// `None` per group, drawn as a whisker with caps through the bar's centre.
+    pub fn intervals(mut self, intervals: impl IntoIterator<Item = Option<(f64, f64)>>) -> BarChart {
+        if let Some(s) = self.series.last_mut() {
+            s.intervals = Some(intervals.into_iter().collect());
+        }
+        self
+    }
+
+    /// Texts written above the bars of the series added last, instead of their values (e.g. a
+    /// value with a mark); needs [`BarChart::value_labels`] on.
+    pub fn labels(mut self, labels: impl IntoIterator<Item = impl Into<String>>) -> BarChart {
+        if let Some(s) = self.series.last_mut() {
+            s.labels = Some(labels.into_iter().map(Into::into).collect());
+        }
         self
     }
 
@@ -90,12 +117,13 @@ impl BarChart {
     pub fn save_png(&self, path: impl AsRef<Path>, width: u32, height: u32) -> Result<(), PlotError> {
         let path = path.as_ref();
         for s in &self.series {
-            if s.values.len() != self.groups.len() {
+            let lengths = [Some(s.values.len()), s.intervals.as_ref().map(Vec::len), s.labels.as_ref().map(Vec::len)];
+            if let Some(got) = lengths.into_iter().flatten().find(|&n| n != self.groups.len()) {
                 return Err(PlotError::SeriesLength {
                     title: self.title.clone(),
                     series: s.name.clone(),
                     expected: self.groups.len(),
-                    got: s.values.len(),
+                    got,
                 });
             }
         }
@@ -113,10 +141,12 @@ impl BarChart {
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let whiskers =
+            self.series.iter().flat_map(|s| s.intervals.iter().flatten().flatten().flat_map(|&(a, b)| [a, b]));
         let (y_lo, y_hi) = self
             .y_range
             .filter(|&(lo, hi)| lo.is_finite() && hi.is_finite() && lo < hi)
-            .unwrap_or_else(|| bar_extent(self.series.iter().flat_map(|s| s.values.iter().copied())));
+            .unwrap_or_else(|| bar_extent(self.series.iter().flat_map(|s| s.values.iter().copied()).chain(whiskers)));
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FAMILY, 22))
             .margin(14)
@@ -146,11 +176,33 @@ impl BarChart {
                 )?
                 .label(s.name.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
+            let interval =
+                |g: usize| s.intervals.as_ref().and_then(|i| i[g]).filter(|(lo, hi)| lo.is_finite() && hi.is_finite());
+            let centre = |g: usize| left(g) + slot / 2.0;
+            let cap = slot * 0.2;
+            for g in (0..s.values.len()).filter(|&g| s.values[g].is_finite()) {
+                if let Some((lo, hi)) = interval(g) {
+                    let x = centre(g);
+                    let ink = BLACK.mix(0.8).stroke_width(1);
+                    chart.draw_series([
+                        PathElement::new(vec![(x, lo), (x, hi)], ink),
+                        PathElement::new(vec![(x - cap, lo), (x + cap, lo)], ink),
+                        PathElement::new(vec![(x - cap, hi), (x + cap, hi)], ink),
+                    ])?;
+                }
+            }
             if let Some(decimals) = self.value_decimals {
                 chart.draw_series(bars.map(|(g, &v)| {
+                    // Above the whisker when there is one, so the two never overlap.
+                    let at = match interval(g) {
+                        Some((_, hi)) if v >= 0.0 => hi.max(v),
+                        Some((lo, _)) => lo.min(v),
+                        None => v,
+                    };
                     let anchor = if v >= 0.0 { VPos::Bottom } else { VPos::Top };
                     let style = TextStyle::from((FAMILY, 12).into_font()).pos(Pos::new(HPos::Center, anchor));
-                    Text::new(format!("{v:.decimals$}"), (left(g) + slot / 2.0, v), style)
+                    let text = s.labels.as_ref().map(|l| l[g].clone()).unwrap_or_else(|| format!("{v:.decimals$}"));
+                    Text::new(text, (centre(g), at), style)
                 }))?;
             }
         }
@@ -192,6 +244,33 @@ mod tests {
         // Bars are large filled areas: thousands of pixels of each series colour.
         assert!(count_colour(&img, series_colour(0)) > 5000);
         assert!(count_colour(&img, series_colour(1)) > 5000);
+    }
+
+    #[test]
+    fn error_bars_are_drawn_through_the_bars() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.png");
+        let whiskers = dir.path().join("whiskers.png");
+        let chart = BarChart::new("F1 per scanner", ["XR", "S360"]).y_range(0.0, 1.0).value_labels(2);
+        chart.clone().series("a", [0.4, 0.6]).save_png(&plain, 400, 300).unwrap();
+        chart
+            .series("a", [0.4, 0.6])
+            .intervals([Some((0.2, 0.9)), None])
+            .labels(["0.40*", "0.60"])
+            .save_png(&whiskers, 400, 300)
+            .unwrap();
+        let dark = |p: &std::path::Path| {
+            let img = read_png(p);
+            img.rgb.chunks_exact(3).filter(|px| px.iter().all(|&c| c < 90)).count()
+        };
+        // The whisker adds a vertical line of dark pixels the plain chart does not have.
+        assert!(dark(&whiskers) > dark(&plain) + 100, "{} vs {}", dark(&whiskers), dark(&plain));
+        let e = BarChart::new("F1", ["XR", "S360"])
+            .series("a", [0.4, 0.6])
+            .intervals([None])
+            .save_png(dir.path().join("bad.png"), 100, 100)
+            .unwrap_err();
+        assert!(e.to_string().contains("1 values for 2 groups"), "{e}");
     }
 
     #[test]

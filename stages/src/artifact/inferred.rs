@@ -10,6 +10,12 @@ use crate::artifact::DatasetImage;
 
 pub const FILE: &str = "images.json";
 
+/// Whether a stage's output directory holds detections to score or merge: `images.json` and
+/// `detections.parquet`, as nms, blob_baseline and ensemble write them.
+pub fn has_detections(dir: &Path) -> bool {
+    dir.join(FILE).is_file() && dir.join(super::tables::DETECTIONS_FILE).is_file()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

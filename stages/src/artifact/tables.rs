@@ -47,6 +47,16 @@ impl TableBuilder {
         self
     }
 
+    pub fn opt_str(mut self, name: &str, values: Vec<Option<String>>) -> Self {
+        self.columns.push(Column::new(name.into(), values));
+        self
+    }
+
+    pub fn opt_bool(mut self, name: &str, values: Vec<Option<bool>>) -> Self {
+        self.columns.push(Column::new(name.into(), values));
+        self
+    }
+
     pub fn bool(mut self, name: &str, values: Vec<bool>) -> Self {
         self.columns.push(Column::new(name.into(), values));
         self

@@ -1,5 +1,7 @@
 //! `pipeline bench loader`: patches/s of the patch loader, side by side with an openslide-python
 //! + numpy loader doing the same work (stages/data/bench/openslide_loader.py).
+//!
+//! `pipeline bench bootstrap`: what the score stage's bootstrap intervals cost on a test set.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -99,6 +101,94 @@ pub fn run(a: LoaderBenchArgs) -> Result<()> {
         println!(
             "  openslide {workers} worker(s): {pps:.1} patches/s  → ours is {}",
             ratio.map(|r| format!("{r:.2}× faster")).unwrap_or_else(|| "not comparable".into())
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct BootstrapBenchArgs {
+    /// Test images (spread over three scanners, as MIDOG's labelled ones).
+    #[arg(long, default_value_t = 200)]
+    pub images: usize,
+    #[arg(long, default_value_t = midog_eval::bootstrap::DEFAULT_RESAMPLES)]
+    pub resamples: usize,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub repeats: usize,
+    /// Thread counts to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+}
+
+/// Times the intervals the score stage adds for one split (every scanner's row and the overall
+/// row) and one paired comparison of two models over the same rows, on per-image counts drawn
+/// like a detector's (a few figures per image, some images without any).
+pub fn run_bootstrap(a: BootstrapBenchArgs) -> Result<()> {
+    use midog_eval::{Bootstrap, Counts};
+    use rand::{Rng, SeedableRng};
+    if a.images < 2 || a.repeats == 0 {
+        bail!("--images must be at least 2 and --repeats at least 1");
+    }
+    let plan = Bootstrap::new(a.resamples, midog_eval::bootstrap::DEFAULT_LEVEL, 0)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut draw = || {
+        let gt = rng.random_range(0..12u64);
+        let tp = rng.random_range(0..=gt);
+        Counts::new(tp, rng.random_range(0..5), gt - tp)
+    };
+    let a_counts: Vec<Counts> = (0..a.images).map(|_| draw()).collect();
+    // The second model sees the same figures and finds a different share of them.
+    let b_counts: Vec<Counts> = a_counts
+        .iter()
+        .map(|c| {
+            let tp = rng.random_range(0..=c.ground_truth());
+            Counts::new(tp, rng.random_range(0..5), c.ground_truth() - tp)
+        })
+        .collect();
+    let scanners = ["XR", "S360", "CS2"];
+    let rows: Vec<(String, Vec<usize>)> = std::iter::once(("test/all".to_string(), (0..a.images).collect()))
+        .chain(scanners.iter().enumerate().map(|(k, s)| (format!("test/{s}"), (k..a.images).step_by(3).collect())))
+        .collect();
+    println!(
+        "bootstrap: {} test images ({} rows: all + {} scanners), {} resamples, F1/precision/recall intervals + paired F1 difference",
+        a.images,
+        rows.len(),
+        scanners.len(),
+        a.resamples
+    );
+    for &threads in &a.threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
+        let time = |f: &(dyn Fn() + Sync)| {
+            let mut t: Vec<f64> = (0..a.repeats)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    pool.install(f);
+                    start.elapsed().as_secs_f64()
+                })
+                .collect();
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        };
+        let intervals = time(&|| {
+            for (label, idx) in &rows {
+                let row: Vec<Counts> = idx.iter().map(|&i| a_counts[i]).collect();
+                let i = plan.intervals(&row, Bootstrap::stream(label));
+                assert!(i.is_ok(), "{label}: {i:?}");
+            }
+        });
+        let paired = time(&|| {
+            for (label, idx) in &rows {
+                let side = |c: &[Counts]| vec![idx.iter().map(|&i| c[i]).collect::<Vec<_>>()];
+                let d = plan.paired_f1_difference(&side(&a_counts), &side(&b_counts), Bootstrap::stream(label));
+                assert!(d.is_ok(), "{label}: {d:?}");
+            }
+        });
+        println!(
+            "  {threads} thread(s): score-stage intervals {:.1} ms, paired comparison of two models {:.1} ms (median of {})",
+            intervals * 1e3,
+            paired * 1e3,
+            a.repeats
         );
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! `pipeline export`: every run and variant of one or more experiments as one Parquet table:
 //! a row per experiment, variant, score stage, split and scanner, with every stage parameter and
-//! every swept key as columns, and the metrics.
+//! every swept key as columns, and the metrics with their bootstrap intervals (`f1_lo`, `f1_hi`,
+//! …; null with `interval_note` saying why where a row has none).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -68,10 +69,16 @@ fn cells(r: ResultRow) -> Row {
         ("recall", Value::from(g.recall)),
         ("f1", Value::from(g.f1)),
         ("ap", g.ap.map(Value::from).unwrap_or(Value::Null)),
+        ("interval_note", g.no_interval.clone().map(Value::from).unwrap_or(Value::Null)),
         ("threshold", Value::from(r.threshold)),
         ("key", Value::from(r.key.clone())),
     ] {
         cells.insert(k.to_string(), v);
+    }
+    for metric in ["f1", "precision", "recall"] {
+        let i = g.interval(metric);
+        cells.insert(format!("{metric}_lo"), i.map(|i| Value::from(i.lo)).unwrap_or(Value::Null));
+        cells.insert(format!("{metric}_hi"), i.map(|i| Value::from(i.hi)).unwrap_or(Value::Null));
     }
     for (k, v) in r.swept {
         cells.insert(format!("sweep.{k}"), v);
@@ -85,7 +92,7 @@ fn cells(r: ResultRow) -> Row {
 /// Columns in a fixed order (identity, metrics, sweeps, params); each column typed by its values:
 /// all numbers → float, all booleans → bool, anything else → string (lists as JSON).
 fn to_frame(rows: &[Row]) -> Result<DataFrame> {
-    const LEADING: [&str; 14] = [
+    const LEADING: [&str; 21] = [
         "experiment",
         "variant",
         "score_stage",
@@ -98,6 +105,13 @@ fn to_frame(rows: &[Row]) -> Result<DataFrame> {
         "precision",
         "recall",
         "f1",
+        "f1_lo",
+        "f1_hi",
+        "precision_lo",
+        "precision_hi",
+        "recall_lo",
+        "recall_hi",
+        "interval_note",
         "ap",
         "threshold",
     ];
@@ -111,7 +125,9 @@ fn to_frame(rows: &[Row]) -> Result<DataFrame> {
     for name in &names {
         let values: Vec<&Value> = rows.iter().map(|r| r.cells.get(name).unwrap_or(&Value::Null)).collect();
         let non_null: Vec<&&Value> = values.iter().filter(|v| !v.is_null()).collect();
-        let col = if !non_null.is_empty() && non_null.iter().all(|v| v.is_number()) {
+        // Metric columns stay numbers even when every row lacks the value (no intervals).
+        let metric = LEADING[9..].contains(&name.as_str()) && name != "interval_note";
+        let col = if metric || (!non_null.is_empty() && non_null.iter().all(|v| v.is_number())) {
             if non_null.iter().all(|v| v.is_u64() || v.is_i64())
                 && ["images", "tp", "fp", "fn"].contains(&name.as_str())
             {

@@ -147,6 +147,10 @@ pub enum BenchCommand {
     ///
     /// Example: pipeline bench infer --width 7215 --height 5412 --device cpu
     Infer(InferBenchArgs),
+    /// Milliseconds of the score stage's bootstrap intervals and of a paired comparison.
+    ///
+    /// Example: pipeline bench bootstrap --images 200 --resamples 2000 --threads 1,2
+    Bootstrap(bench::BootstrapBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]

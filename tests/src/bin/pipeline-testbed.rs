@@ -2,8 +2,9 @@
 //! safety, concurrency, errors) is tested through the real CLI without any MIDOG stage.
 //!
 //! Kinds: `source` (copies an external file), `transform` (appends a line to its upstream's
-//! text), `combine` (concatenates all its upstreams under their stage names, like a report
-//! that shows names), `gpu_probe` (wants GPUs and writes down the devices it was given). Each can sleep in small steps (to be
+//! text; its `seed` is a replicate seed), `combine` (concatenates all its upstreams under their
+//! stage names, like a report that shows names), `gather` (concatenates its upstreams, at least
+//! one, without names: an ensemble that fans in across variants), `gpu_probe` (wants GPUs and writes down the devices it was given). Each can sleep in small steps (to be
 //! killed or interrupted mid-stage), append to a `count_file` (to count executions; the
 //! execution's number also goes to the stage's log) and write `resume_bytes` of resume state.
 
@@ -64,7 +65,7 @@ macro_rules! common_fields {
 }
 
 common_fields!(SourceParams { file: PathBuf });
-common_fields!(TransformParams { factor: i64, weight: f64 });
+common_fields!(TransformParams { factor: i64, weight: f64, seed: u64 });
 common_fields!(
     #[derive(Default)]
     CombineParams {}
@@ -79,7 +80,15 @@ impl Default for SourceParams {
 
 impl Default for TransformParams {
     fn default() -> Self {
-        TransformParams { factor: 1, weight: 1e-4, sleep_ms: 0, count_file: None, fail: false, resume_bytes: 0 }
+        TransformParams {
+            factor: 1,
+            weight: 1e-4,
+            seed: 0,
+            sleep_ms: 0,
+            count_file: None,
+            fail: false,
+            resume_bytes: 0,
+        }
     }
 }
 
@@ -117,6 +126,7 @@ impl StageDef for Transform {
     const VERSION: u32 = 1;
     const SUMMARY: &'static str = "appends a line to its upstream's text";
     const NEEDS: &'static [&'static str] = &["source"];
+    const REPLICATE_SEEDS: &'static [&'static str] = &["seed"];
 }
 
 /// The same kind with a bumped implementation version (selected by TESTBED_TRANSFORM_V2=1).
@@ -127,6 +137,16 @@ impl StageDef for TransformV2 {
     const VERSION: u32 = 2;
     const SUMMARY: &'static str = "appends a line to its upstream's text";
     const NEEDS: &'static [&'static str] = &["source"];
+}
+
+struct Gather;
+impl StageDef for Gather {
+    type Params = CombineParams;
+    const KIND: &'static str = "gather";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "concatenates its upstreams (at least one), names left out";
+    const NEEDS: &'static [&'static str] = &[];
+    const MIN_NEEDS: usize = 1;
 }
 
 struct Combine;
@@ -203,7 +223,13 @@ fn run_transform(p: &TransformParams, ctx: &StageContext) -> Result<(), StageErr
     common(p.common(), ctx)?;
     let up = ctx.inputs.first().ok_or_else(|| StageError::msg("transform needs one upstream"))?;
     let text = read(&up.dir)?;
-    write(ctx, &format!("{text}\n{} x{} w{}", ctx.kind, p.factor, p.weight))
+    write(ctx, &format!("{text}\n{} x{} w{} s{}", ctx.kind, p.factor, p.weight, p.seed))
+}
+
+fn run_gather(p: &CombineParams, ctx: &StageContext) -> Result<(), StageError> {
+    common(p.common(), ctx)?;
+    let parts: Vec<String> = ctx.inputs.iter().map(|a| read(&a.dir)).collect::<Result<_, _>>()?;
+    write(ctx, &parts.join("\n--\n"))
 }
 
 fn run_combine(p: &CombineParams, ctx: &StageContext) -> Result<(), StageError> {
@@ -226,7 +252,11 @@ fn run_gpu_probe(p: &GpuProbeParams, ctx: &StageContext) -> Result<(), StageErro
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut registry = Registry::new();
-    registry.register::<Source>(run_source).register::<Combine>(run_combine).register::<GpuProbe>(run_gpu_probe);
+    registry
+        .register::<Source>(run_source)
+        .register::<Combine>(run_combine)
+        .register::<Gather>(run_gather)
+        .register::<GpuProbe>(run_gpu_probe);
     if std::env::var_os("TESTBED_TRANSFORM_V2").is_some() {
         registry.register::<TransformV2>(run_transform);
     } else {

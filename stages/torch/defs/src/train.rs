@@ -133,6 +133,7 @@ impl StageDef for TrainStage {
     const NEEDS: &'static [&'static str] = &["sample"];
     const WORKER: Option<&'static str> = Some(crate::TORCH_WORKER);
     const NON_KEY_PARAMS: &'static [&'static str] = &["device", "loader_threads"];
+    const REPLICATE_SEEDS: &'static [&'static str] = &["seed"];
     const PATH_PARAMS: &'static [&'static str] = &["backbone_weights"];
     const HIGHLIGHTS: &'static [&'static str] = &["checkpoints/best.safetensors"];
 
