@@ -5,6 +5,7 @@ pub mod loader;
 pub mod midog;
 pub mod png_image;
 pub mod scanner;
+pub mod stain;
 pub mod tiff;
 
 pub use error::{ChunkKind, DataError};

@@ -163,6 +163,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         brightness: p.augment.brightness as f32,
         contrast: p.augment.contrast as f32,
         scale_jitter: p.augment.scale_jitter as f32,
+        fourier: None,
     };
     let tb_dir = resume.join("tensorboard");
     std::fs::create_dir_all(&tb_dir).map_err(|e| StageError::io(&tb_dir, e))?;

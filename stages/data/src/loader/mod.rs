@@ -17,14 +17,16 @@ mod batch;
 mod bench;
 mod color;
 mod config;
+pub mod fourier;
 mod geometry;
 mod patch;
 mod patch_loader;
 mod resample;
+mod style_bank;
 
 pub use augment::PatchAugment;
 pub use batch::{Batch, BatchBuffer, LoaderImage, PatchSpec};
 pub use bench::{LoaderBenchConfig, LoaderBenchResult, bench_loader, random_patch_plan};
-pub use config::{AugmentConfig, LoaderConfig};
+pub use config::{AugmentConfig, FourierMix, LoaderConfig};
 pub use geometry::Dihedral;
 pub use patch_loader::{DEFAULT_LOADER_CACHE_BYTES, PatchLoader};
