@@ -28,6 +28,7 @@ pub mod config {
     pub use midog_model_config::*;
 }
 pub mod detector;
+pub mod domain;
 mod error;
 pub mod fpn;
 pub mod head;
@@ -46,6 +47,7 @@ pub use bench::{BenchOptions, bench_train_step, bench_train_step_with};
 pub use centernet::{CenterNet, CenterNetOutputs};
 pub use config::{BackboneKind, BoxLossKind, DetectorKind, FpnLevels, HeadKind, P6Source, RetinaNetConfig};
 pub use detector::{Detector, build_detector, load_detector};
+pub use domain::{DomainClassifier, DomainLoss, dann_ramp, gradient_reversal};
 pub use error::Error;
 pub use head::HeadOutputs;
 pub use loss::{Losses, Targets};
