@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::dataset_manifest::{self, DatasetImage, DatasetManifest};
+use crate::artifact::heldout::{self, HeldoutImage, HeldoutLabels};
 use crate::artifact::write_json;
 
 /// What opening an image tells: width, height and µm per pixel when the file says.
@@ -25,6 +26,11 @@ pub struct DatasetParams {
     pub synthetic: Option<SyntheticParams>,
     /// Image id ranges per scanner (default: the MIDOG 2021 ranges, GT450 unlabelled).
     pub scanners: Option<BTreeMap<String, ScannerParams>>,
+    /// Labels of unlabelled-scanner images, kept apart (MIDOG.json layout, relative to the
+    /// experiment file): only the split's `heldout` modes use them, as a test set. A synthetic set
+    /// brings its own (`heldout_labels.json`, the GT450 truth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heldout_labels: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -79,12 +85,13 @@ impl Default for ScannerParams {
 pub struct DatasetStage;
 
 /// Bumped when dataset.json changes; the generator's own version enters too.
-const STAGE_VERSION: u32 = 1;
+/// 2: `heldout.json` beside `dataset.json`.
+const STAGE_VERSION: u32 = 2;
 
 impl StageDef for DatasetStage {
     type Params = DatasetParams;
     const KIND: &'static str = "dataset";
-    const PATH_PARAMS: &'static [&'static str] = &["root"];
+    const PATH_PARAMS: &'static [&'static str] = &["root", "heldout_labels"];
     const VERSION: u32 = STAGE_VERSION * 1000 + midog_synth::GENERATOR_VERSION;
     const SUMMARY: &'static str = "MIDOG images and labels (real files under `root`, or a generated synthetic set)";
     const NEEDS: &'static [&'static str] = &[];
@@ -102,6 +109,12 @@ impl StageDef for DatasetStage {
         }
         if let Some(s) = &p.synthetic {
             synth_config(s).map_err(|e| ParamError::new(&["synthetic"], e))?;
+            if p.heldout_labels.is_some() {
+                return Err(ParamError::new(
+                    &["heldout_labels"],
+                    "a synthetic dataset brings its own held-out labels; set heldout_labels only with `root`",
+                ));
+            }
         }
         scanner_map(p)?;
         Ok(())
@@ -119,6 +132,13 @@ impl StageDef for DatasetStage {
         let mut inputs = vec![ExternalInput { name: "MIDOG.json".into(), path: json }];
         for img in &midog.images {
             inputs.push(ExternalInput { name: img.file_name.clone(), path: dir.join(&img.file_name) });
+        }
+        if let Some(h) = &p.heldout_labels {
+            let path = base.join(h);
+            if !path.is_file() {
+                return Err(ParamError::new(&["heldout_labels"], format!("{} does not exist", path.display())));
+            }
+            inputs.push(ExternalInput { name: "heldout_labels".into(), path });
         }
         Ok(inputs)
     }
@@ -216,6 +236,18 @@ pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
         (None, None) => return Err(StageError::msg("the dataset needs `root` or `synthetic`")),
     };
     let manifest = load_and_validate(&images_dir, external_root, &map, ctx)?;
+    let heldout_file = match (&p.heldout_labels, &p.synthetic) {
+        (Some(h), _) => Some(ctx.params_dir.join(h)),
+        (None, Some(_)) => Some(images_dir.join(midog_synth::HELDOUT_LABELS_FILE)).filter(|f| f.is_file()),
+        (None, None) => None,
+    };
+    if let Some(file) = heldout_file {
+        let heldout = load_heldout(&file, &manifest)?;
+        let m: usize = heldout.images.iter().map(|i| i.mitoses.len()).sum();
+        ctx.set_summary("heldout_images", heldout.images.len() as u64);
+        ctx.set_summary("heldout_mitoses", m as u64);
+        write_json(&ctx.out_dir().join(heldout::FILE), &heldout)?;
+    }
     for s in &manifest.scanners {
         let imgs: Vec<&DatasetImage> = manifest.images.iter().filter(|i| i.scanner == s.name).collect();
         let m: usize = imgs.iter().map(|i| i.mitoses.len()).sum();
@@ -315,6 +347,51 @@ pub fn load_and_validate(
     Ok(DatasetManifest { external_root, scanners, images })
 }
 
+/// Reads held-out labels (MIDOG.json layout) and checks them against the dataset: every image
+/// is in it, from an unlabelled scanner, and every box lies inside its image.
+pub fn load_heldout(file: &Path, manifest: &DatasetManifest) -> Result<HeldoutLabels, StageError> {
+    let midog = MidogJson::load(file).map_err(StageError::domain)?;
+    let mut problems: Vec<String> = midog.check(file);
+    let mut images = Vec::new();
+    for entry in &midog.images {
+        let Some(img) = manifest.image(entry.id) else {
+            problems.push(format!("image {} ({}) is not in the dataset", entry.id, entry.file_name));
+            continue;
+        };
+        if img.labelled {
+            problems.push(format!(
+                "image {} is from scanner {}, which is labelled: held-out labels are for unlabelled scanners only",
+                entry.id, img.scanner
+            ));
+            continue;
+        }
+        let (mut mitoses, mut imposters) = (Vec::new(), Vec::new());
+        for a in midog.annotations.iter().filter(|a| a.image_id == entry.id) {
+            let b = a.bbox;
+            if b[0] < 0.0 || b[1] < 0.0 || b[2] > f64::from(img.width) || b[3] > f64::from(img.height) {
+                problems.push(format!("annotation {} of image {}: box {b:?} leaves the image", a.id, entry.id));
+            }
+            match Category::from_id(a.category_id) {
+                Some(Category::Mitosis) => mitoses.push(b),
+                Some(Category::Imposter) => imposters.push(b),
+                None => {}
+            }
+        }
+        images.push(HeldoutImage { id: entry.id, scanner: img.scanner.clone(), mitoses, imposters });
+    }
+    if !problems.is_empty() {
+        let shown: Vec<String> = problems.iter().take(20).map(|p| format!("  - {p}")).collect();
+        return Err(StageError::msg(format!(
+            "{}: {} problem(s) with the held-out labels:\n{}",
+            file.display(),
+            problems.len(),
+            shown.join("\n")
+        )));
+    }
+    images.sort_by_key(|i| i.id);
+    Ok(HeldoutLabels { images })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,7 +409,7 @@ mod tests {
         let mut t = BTreeMap::new();
         t.insert("A".to_string(), ScannerParams { ids: "1-3, 9".into(), um_per_px: 0.5, labelled: true, model: None });
         t.insert("B".to_string(), ScannerParams { ids: "4-8".into(), um_per_px: 0.25, labelled: false, model: None });
-        let p = DatasetParams { root: Some("x".into()), synthetic: None, scanners: Some(t) };
+        let p = DatasetParams { root: Some("x".into()), synthetic: None, scanners: Some(t), heldout_labels: None };
         let m = scanner_map(&p).unwrap();
         assert_eq!(m.scanner_of(9).unwrap().name, "A");
         assert!(!m.scanner_of(5).unwrap().labelled);

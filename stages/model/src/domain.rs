@@ -83,7 +83,8 @@ pub struct DomainClassifier {
 impl DomainClassifier {
     /// Heads named `level{i}.*` under `vs` for each of `levels`, `hidden` channels, `domains` ≥ 2.
     pub fn new(vs: &nn::Path, in_channels: i64, levels: &[usize], hidden: i64, domains: i64) -> DomainClassifier {
-        let heads = levels.iter().map(|l| LevelHead::new(&(vs / format!("level{l}")), in_channels, hidden, domains)).collect();
+        let heads =
+            levels.iter().map(|l| LevelHead::new(&(vs / format!("level{l}")), in_channels, hidden, domains)).collect();
         DomainClassifier { levels: levels.to_vec(), heads, domains }
     }
 

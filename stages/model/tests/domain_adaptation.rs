@@ -57,7 +57,10 @@ fn unlabelled_images_reach_only_the_domain_loss() {
         let (_, f) = net.losses_with_features(&images, &labelled, 2, Precision::Fp32, true);
         let d = clf.loss(&f, &domains, -1.0); // λ = −1: the plain, un-reversed gradient
         let g_plain = Tensor::run_backward(&[&d.loss], &[&images], true, false);
-        assert!(g_plain[0].narrow(0, 2, 2).abs().max().double_value(&[]) > 0.0, "unlabelled images feed the domain loss");
+        assert!(
+            g_plain[0].narrow(0, 2, 2).abs().max().double_value(&[]) > 0.0,
+            "unlabelled images feed the domain loss"
+        );
         let err = (&g_rev[0] + &g_plain[0] * 0.5).abs().max().double_value(&[]);
         let scale = g_plain[0].abs().max().double_value(&[]);
         assert!(err <= 1e-4 * scale, "{family:?}: reversed gradient off by {err} (scale {scale})");

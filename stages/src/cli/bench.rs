@@ -86,10 +86,7 @@ pub fn run(a: LoaderBenchArgs) -> Result<()> {
         a.batch_size,
         a.patch_size,
         match a.fourier {
-            Some(beta) => format!(
-                " + Fourier mixing (β {beta}, window {}, bank {})",
-                a.fourier_window, a.fourier_bank
-            ),
+            Some(beta) => format!(" + Fourier mixing (β {beta}, window {}, bank {})", a.fourier_window, a.fourier_bank),
             None => String::new(),
         }
     );

@@ -246,7 +246,12 @@ enum Labels {
 }
 
 /// A MIDOG-layout file of the truth (50 × 50 px boxes centred on the cell).
-fn midog_json(images: &[TruthImage], config: &SynthConfig, profiles: &[crate::ScannerProfile], which: Labels) -> MidogJson {
+fn midog_json(
+    images: &[TruthImage],
+    config: &SynthConfig,
+    profiles: &[crate::ScannerProfile],
+    which: Labels,
+) -> MidogJson {
     let labelled_scanner = |img: &TruthImage| profiles.iter().any(|p| p.name == img.scanner && p.labelled);
     let images: Vec<&TruthImage> =
         images.iter().filter(|i| which == Labels::Labelled || !labelled_scanner(i)).collect();

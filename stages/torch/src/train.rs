@@ -64,18 +64,26 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
-    pub fn new(ids: impl Iterator<Item = u32>, dataset: &LoadedDataset) -> Result<ImageSet, StageError> {
+    /// The images `ids` with the mitosis boxes of the sample plan (the only labels training and
+    /// validation see; the plan holds held-out labels only for an oracle split).
+    pub fn new(
+        ids: impl Iterator<Item = u32>,
+        dataset: &LoadedDataset,
+        plan: &SamplePlan,
+    ) -> Result<ImageSet, StageError> {
         let mut set = ImageSet { images: Vec::new(), index: HashMap::new(), um_per_px: Vec::new() };
         for id in ids {
             if set.index.contains_key(&id) {
                 continue;
             }
             let img = dataset.image(id)?;
+            let planned =
+                plan.image(id).ok_or_else(|| StageError::msg(format!("image {id} is not in the sample plan")))?;
             set.index.insert(id, set.images.len());
             set.um_per_px.push(img.um_per_px);
             set.images.push(LoaderImage {
                 path: dataset.path_of(img),
-                boxes: img.mitoses.iter().map(|b| [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]).collect(),
+                boxes: planned.mitoses.iter().map(|b| [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]).collect(),
             });
         }
         Ok(set)
@@ -148,8 +156,8 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     }
 
     let patch = plan.recipe.patch_size;
-    let train_set = ImageSet::new(plan.train.iter().map(|i| i.id), &dataset)?;
-    let val_set = ImageSet::new(plan.val_patches.iter().map(|v| v.image_id), &dataset)?;
+    let train_set = ImageSet::new(plan.train.iter().map(|i| i.id), &dataset, &plan)?;
+    let val_set = ImageSet::new(plan.val_patches.iter().map(|v| v.image_id), &dataset, &plan)?;
     let val_batches = val_set.batches(&plan.val_patches, p.batch_size);
     let steps_per_epoch = plan.epoch(0).len().div_ceil(p.batch_size) as u64;
     let total_steps = steps_per_epoch * p.epochs as u64;

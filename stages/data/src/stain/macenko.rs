@@ -67,15 +67,11 @@ impl MacenkoStains {
         // (taken about the origin: the stains are directions from white, not from the mean).
         let mut scatter: Mat3 = [[0.0; 3]; 3];
         for d in &od {
-            for i in 0..3 {
-                for j in i..3 {
-                    scatter[i][j] += f64::from(d[i]) * f64::from(d[j]);
+            let d = d.map(f64::from);
+            for (row, di) in scatter.iter_mut().zip(d) {
+                for (v, dj) in row.iter_mut().zip(d) {
+                    *v += di * dj;
                 }
-            }
-        }
-        for i in 0..3 {
-            for j in 0..i {
-                scatter[i][j] = scatter[j][i];
             }
         }
         let (values, vectors) = linalg::symmetric_eigen(scatter);

@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::linalg::{self, Mat3};
 use super::StainError;
+use super::linalg::{self, Mat3};
 use super::macenko::{is_tissue, tissue_od};
 use super::od::od;
 
@@ -93,9 +93,11 @@ impl LabTransform {
         let (m, o, back) = (&self.log_lms, &self.offset, &self.rgb_from_lms);
         for px in pixels.chunks_exact_mut(3) {
             let rgb = [unit[px[0] as usize], unit[px[1] as usize], unit[px[2] as usize]];
-            let l: [f32; 3] =
-                std::array::from_fn(|i| (lms_from_rgb[i][0] * rgb[0] + lms_from_rgb[i][1] * rgb[1] + lms_from_rgb[i][2] * rgb[2]).max(1e-6).ln());
-            let lms: [f32; 3] = std::array::from_fn(|i| (m[i][0] * l[0] + m[i][1] * l[1] + m[i][2] * l[2] + o[i]).exp());
+            let l: [f32; 3] = std::array::from_fn(|i| {
+                (lms_from_rgb[i][0] * rgb[0] + lms_from_rgb[i][1] * rgb[1] + lms_from_rgb[i][2] * rgb[2]).max(1e-6).ln()
+            });
+            let lms: [f32; 3] =
+                std::array::from_fn(|i| (m[i][0] * l[0] + m[i][1] * l[1] + m[i][2] * l[2] + o[i]).exp());
             for c in 0..3 {
                 let v = back[c][0] * lms[0] + back[c][1] * lms[1] + back[c][2] * lms[2];
                 px[c] = (v * 256.0 - 1.0).round().clamp(0.0, 255.0) as u8;
