@@ -21,7 +21,9 @@ if [ -n "${LIBTORCH:-}" ]; then
   [ -n "${PIPELINE_PY_EXTRAS:-}" ] && { "$_repo/bin/install-python-env" --extras || return 1; }
 else
   "$_repo/bin/install-python-env" ${PIPELINE_PY_EXTRAS:+--extras} || return 1
-  LIBTORCH=$("$PIPELINE_PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))') || return 1
+  # Locate torch without importing it: an import costs 2 s and, without numpy, prints torch's
+  # "Failed to initialize NumPy" warning on every call of bin/pipeline.
+  LIBTORCH=$("$PIPELINE_PYTHON" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("torch").origin))') || return 1
   export LIBTORCH
 fi
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
