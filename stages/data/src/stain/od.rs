@@ -39,31 +39,43 @@ pub fn byte_of(od: f32) -> u8 {
     t.back[(od * STEPS_PER_OD + 0.5).clamp(0.0, (TABLE_LEN - 1) as f32) as usize]
 }
 
-/// Applies `od_out = m · od_in` to interleaved RGB pixels in place: table lookups in, a
-/// branch-free 3 × 3 product the compiler vectorises, table lookups out.
+/// Applies `od_out = m · od_in` to interleaved RGB pixels in place.
 pub fn apply_od_matrix(pixels: &mut [u8], m: &[[f32; 3]; 3]) {
-    const BLOCK: usize = 64;
     let t = tables();
-    let back: &[u8; TABLE_LEN] = &t.back;
-    let max_index = (TABLE_LEN - 1) as f32;
+    map_densities(pixels, &t.od, &t.back[..], STEPS_PER_OD, |[r, g, b]| {
+        std::array::from_fn(|j| m[j][0] * r + m[j][1] * g + m[j][2] * b)
+    });
+}
+
+/// Maps the optical densities of interleaved RGB pixels in place: `od_in` lookups in, `f` on
+/// each pixel's three densities (branch-free code here vectorises over a block of 64 pixels),
+/// lookups out of `back`, indexed by `od · steps_per_od` rounded and clamped to the table.
+pub(crate) fn map_densities(
+    pixels: &mut [u8],
+    od_in: &[f32; 256],
+    back: &[u8],
+    steps_per_od: f32,
+    f: impl Fn([f32; 3]) -> [f32; 3],
+) {
+    const BLOCK: usize = 64;
+    let max_index = (back.len() - 1) as f32;
     let mut od = [[0f32; BLOCK]; 3];
     let mut index = [[0u16; BLOCK]; 3];
     for block in pixels.chunks_mut(BLOCK * 3) {
         for (i, px) in block.chunks_exact(3).enumerate() {
             for c in 0..3 {
-                od[c][i] = t.od[px[c] as usize];
+                od[c][i] = od_in[px[c] as usize];
             }
         }
         for i in 0..BLOCK {
-            let (r, g, b) = (od[0][i], od[1][i], od[2][i]);
+            let out = f([od[0][i], od[1][i], od[2][i]]);
             for j in 0..3 {
-                let out = m[j][0] * r + m[j][1] * g + m[j][2] * b;
-                index[j][i] = (out * STEPS_PER_OD + 0.5).clamp(0.0, max_index) as u16;
+                index[j][i] = (out[j] * steps_per_od + 0.5).clamp(0.0, max_index) as u16;
             }
         }
         for (i, px) in block.chunks_exact_mut(3).enumerate() {
             for c in 0..3 {
-                px[c] = back[index[c][i] as usize % TABLE_LEN];
+                px[c] = back[index[c][i] as usize % back.len()];
             }
         }
     }
