@@ -10,6 +10,7 @@ pub mod artifact;
 pub mod baseline;
 pub mod cli;
 pub mod dataset;
+pub mod domain_generalization;
 pub mod lr_schedule;
 pub mod nms;
 pub mod report;

@@ -86,7 +86,7 @@ fn fixture() -> Fixture {
         let path = dir.path().join(format!("img{i}.tif"));
         write_tiled_tiff(&path, w, h, 64, &textured(w, h));
         let boxes = vec![[50.0, 60.0, 100.0, 110.0], [200.0, 100.0, 250.0, 150.0], [10.0, 200.0, 60.0, 250.0]];
-        images.push(LoaderImage { path, boxes });
+        images.push(LoaderImage { path, boxes, stain: None });
     }
     Fixture { _dir: dir, images }
 }
@@ -158,7 +158,7 @@ fn boxes_follow_flips_and_rotations_exactly() {
     }
     let path = dir.path().join("squares.tif");
     write_tiled_tiff(&path, w, h, 64, &rgb);
-    let images = vec![LoaderImage { path, boxes }];
+    let images = vec![LoaderImage { path, boxes, stain: None }];
     // Patches holding each square whole, and one that cuts the second square (centre inside).
     let corners = [(10, 0), (200, 140), (270, 0), (190, 120), (220, 150)];
     let batches: Vec<Vec<PatchSpec>> =
@@ -209,7 +209,7 @@ fn scale_jitter_scales_boxes_with_the_pixels() {
     let size = 128usize;
     let cfg = LoaderConfig { patch_size: size as u32, threads: 1, seed: 3, augment, prefetch_batches: 1 };
     let batches = vec![(0..6).map(|_| PatchSpec { image: 0, x: 90, y: 95 }).collect::<Vec<_>>()];
-    let images = vec![LoaderImage { path, boxes: vec![b] }];
+    let images = vec![LoaderImage { path, boxes: vec![b], stain: None }];
     for batch in PatchLoader::start(images, batches, cfg, |n| vec![0u8; n]).unwrap() {
         let batch = batch.unwrap();
         for (p, patch) in batch.pixels.chunks_exact(size * size * 3).enumerate() {
@@ -277,7 +277,7 @@ fn missing_and_corrupt_files_are_named() {
     let f = fixture();
     let missing = PathBuf::from("/nonexistent/dir/042.tiff");
     let mut images = f.images.clone();
-    images.push(LoaderImage { path: missing.clone(), boxes: vec![] });
+    images.push(LoaderImage { path: missing.clone(), boxes: vec![], stain: None });
     let err = first_error(images, plan(2, 2));
     assert!(err.to_string().contains("/nonexistent/dir/042.tiff"), "{err}");
 
@@ -287,7 +287,7 @@ fn missing_and_corrupt_files_are_named() {
     let mut bytes = std::fs::read(&f.images[0].path).unwrap();
     bytes.truncate(8 + 64 * 64 * 3 * 3);
     std::fs::write(&path, &bytes).unwrap();
-    let images = vec![LoaderImage { path: path.clone(), boxes: vec![] }];
+    let images = vec![LoaderImage { path: path.clone(), boxes: vec![], stain: None }];
     let err = first_error(images, plan(1, 1)).to_string();
     assert!(err.contains(&path.display().to_string()) && err.contains("IFD"), "{err}");
 
@@ -308,7 +308,7 @@ fn a_corrupt_tile_fails_only_its_batch() {
     bytes[counts_at + 7 * 4..counts_at + 8 * 4].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     assert!(offset > 0 && len > 0);
-    let images = vec![LoaderImage { path: path.clone(), boxes: vec![] }];
+    let images = vec![LoaderImage { path: path.clone(), boxes: vec![], stain: None }];
     let batches = vec![
         vec![PatchSpec { image: 0, x: 0, y: 0 }],
         vec![PatchSpec { image: 0, x: 10, y: 70 }], // touches tile 7
@@ -338,7 +338,7 @@ fn with_style_image(f: &Fixture) -> Vec<LoaderImage> {
     let rgb: Vec<u8> = textured(300, 300).chunks_exact(3).flat_map(|p| [p[0] / 2 + 20, p[1] / 3 + 150, p[2]]).collect();
     write_tiled_tiff(&path, 300, 300, 64, &rgb);
     let mut images = f.images.clone();
-    images.push(LoaderImage { path, boxes: vec![] });
+    images.push(LoaderImage { path, boxes: vec![], stain: None });
     images
 }
 

@@ -303,6 +303,14 @@ impl RetinaNetConfig {
         }
     }
 
+    /// FPN levels the detector builds: P3–P7 or P3–P5 for a RetinaNet, always P3–P5 for CenterNet.
+    pub fn pyramid_levels(&self) -> usize {
+        match self.detector {
+            DetectorKind::Retinanet => self.fpn_levels.count(),
+            DetectorKind::Centernet => 3,
+        }
+    }
+
     /// Anchors per feature-map location.
     pub fn anchors_per_location(&self) -> i64 {
         (self.anchor_scales.len() * self.anchor_aspect_ratios.len()) as i64

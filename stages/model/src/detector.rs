@@ -49,6 +49,17 @@ pub trait Detector {
 
     /// A self-describing checkpoint (the config travels in the metadata).
     fn save_checkpoint(&self, vs: &nn::VarStore, path: &Path) -> Result<(), Error>;
+
+    /// [`Detector::save_checkpoint`] with more metadata entries (e.g. the stain normalisation
+    /// inference must repeat).
+    fn save_checkpoint_with(
+        &self,
+        vs: &nn::VarStore,
+        path: &Path,
+        extra: &std::collections::HashMap<String, String>,
+    ) -> Result<(), Error> {
+        crate::weights::save_checkpoint(vs, self.config(), path, extra)
+    }
 }
 
 /// Height and width of an NCHW batch.

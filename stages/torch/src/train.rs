@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use engine::{StageContext, StageError};
 use midog_data::loader::{AugmentConfig, LoaderConfig, LoaderImage, PatchLoader, PatchSpec};
-use midog_model::{Detector, LossScaler, Precision, Targets};
+use midog_model::{LossScaler, Precision, Targets};
 use serde::{Deserialize, Serialize};
 use stages::artifact::dataset_manifest::LoadedDataset;
 use stages::artifact::sample_plan::PlannedPatch;
@@ -40,6 +40,11 @@ pub struct MetricsRow {
     pub val_threshold: Option<f64>,
     pub img_per_s: f64,
     pub seconds: f64,
+    /// Domain-adversarial training: mean domain loss and classifier accuracy of the epoch.
+    #[serde(default)]
+    pub domain_loss: Option<f64>,
+    #[serde(default)]
+    pub domain_accuracy: Option<f64>,
 }
 
 /// What a resumed run needs besides weights and optimiser state.
@@ -84,6 +89,7 @@ impl ImageSet {
             set.images.push(LoaderImage {
                 path: dataset.path_of(img),
                 boxes: planned.mitoses.iter().map(|b| [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]).collect(),
+                stain: None,
             });
         }
         Ok(set)
@@ -95,6 +101,17 @@ impl ImageSet {
             .map(|c| c.iter().map(|p| PatchSpec { image: self.index[&p.image_id], x: p.x, y: p.y }).collect())
             .collect()
     }
+}
+
+/// The targets of the first `labelled` patches of a batch (the rest are unlabelled patches for
+/// the domain loss: whatever boxes they carry never become targets).
+pub fn labelled_targets(
+    boxes: &[Vec<[f32; 4]>],
+    labelled: usize,
+    num_classes: i64,
+    device: Device,
+) -> Result<Targets, StageError> {
+    targets_of(&boxes[..labelled.min(boxes.len())], num_classes, device)
 }
 
 /// Loader boxes → padded targets on the device (slivers clipped at the patch border dropped).
@@ -157,7 +174,18 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
 
     let patch = plan.recipe.patch_size;
     let train_set = ImageSet::new(plan.train.iter().map(|i| i.id), &dataset, &plan)?;
-    let val_set = ImageSet::new(plan.val_patches.iter().map(|v| v.image_id), &dataset, &plan)?;
+    let mut val_set = ImageSet::new(plan.val_patches.iter().map(|v| v.image_id), &dataset, &plan)?;
+    let mut dg = crate::domain_training::prepare(p, ctx, &dataset, &train_set, &mut val_set, device)?;
+    if let Some(t) = dg.trainer.as_mut()
+        && state.epochs_done > 0
+    {
+        t.load(&resume)?;
+    }
+    let unlabelled_per_batch = dg.unlabelled_per_batch();
+    let checkpoint_meta = match &dg.stain {
+        Some(r) => r.metadata()?,
+        None => HashMap::new(),
+    };
     let val_batches = val_set.batches(&plan.val_patches, p.batch_size);
     let steps_per_epoch = plan.epoch(0).len().div_ceil(p.batch_size) as u64;
     let total_steps = steps_per_epoch * p.epochs as u64;
@@ -171,7 +199,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         brightness: p.augment.brightness as f32,
         contrast: p.augment.contrast as f32,
         scale_jitter: p.augment.scale_jitter as f32,
-        fourier: None,
+        fourier: dg.fourier,
     };
     let tb_dir = resume.join("tensorboard");
     std::fs::create_dir_all(&tb_dir).map_err(|e| StageError::io(&tb_dir, e))?;
@@ -182,8 +210,22 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     ctx.progress().set(state.global_step);
     for epoch in state.epochs_done..p.epochs {
         let epoch_start = Instant::now();
-        let batches = train_set.batches(&plan.epoch(epoch), p.batch_size);
+        let mut batches = train_set.batches(&plan.epoch(epoch), p.batch_size);
         let n_images: usize = batches.iter().map(Vec::len).sum();
+        if unlabelled_per_batch > 0 {
+            let extra = crate::domain_training::unlabelled_patches(
+                &dg.unlabelled_sizes,
+                dg.first_unlabelled,
+                patch,
+                unlabelled_per_batch,
+                batches.len(),
+                p.seed,
+                epoch,
+            );
+            for (batch, more) in batches.iter_mut().zip(extra) {
+                batch.extend(more);
+            }
+        }
         let config = LoaderConfig {
             patch_size: patch,
             threads,
@@ -191,8 +233,8 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             augment,
             prefetch_batches: 4,
         };
-        let b = p.batch_size as i64;
-        let loader = PatchLoader::start(train_set.images.clone(), batches, config, move |_| {
+        let b = (p.batch_size + unlabelled_per_batch) as i64;
+        let loader = PatchLoader::start(dg.images.clone(), batches, config, move |_| {
             TensorBatch::allocate(b, patch as i64, device)
         })
         .map_err(StageError::domain)?;
@@ -204,10 +246,32 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             let n = batch.specs.len() as i64;
             let pixels = midog_model::transform::upload(&batch.pixels.tensor.narrow(0, 0, n), device);
             let images = net.normalize(&pixels, channels_last);
-            let targets = targets_of(&batch.boxes, cfg.num_classes, device)?;
+            let labelled = batch.specs.len() - unlabelled_per_batch.min(batch.specs.len());
+            let targets = labelled_targets(&batch.boxes, labelled, cfg.num_classes, device)?;
             last_lr = lr_at(p.schedule, p.lr, state.global_step, total_steps, p.warmup_steps);
+            let domain = match dg.trainer.as_mut() {
+                Some(trainer) => {
+                    let scanners: Vec<&str> = batch.specs.iter().map(|s| dg.scanners[s.image].as_str()).collect();
+                    let labels = trainer.labels(&scanners, device)?;
+                    let lambda = trainer.params.lambda(state.global_step as f64 / total_steps.max(1) as f64);
+                    Some(crate::domain_training::DomainBatch { trainer, labels, lambda })
+                }
+                None => None,
+            };
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                train_step(net.as_ref(), &mut opt, &vs, &images, &targets, precision, &mut scaler, last_lr, p.grad_clip)
+                crate::domain_training::train_step(
+                    net.as_ref(),
+                    &mut opt,
+                    &vs,
+                    &images,
+                    &targets,
+                    labelled as i64,
+                    domain,
+                    precision,
+                    &mut scaler,
+                    last_lr,
+                    p.grad_clip,
+                )
             }));
             let losses = match step {
                 Ok(l) => l,
@@ -222,7 +286,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
                 let l = step_losses.last().map(|t| t.double_value(&[0])).unwrap_or(f64::NAN);
                 if !l.is_finite() {
                     let values = read_losses(&step_losses)?;
-                    let rows: Vec<&[f32]> = values.chunks(3).collect();
+                    let rows: Vec<&[f32]> = values.chunks(LOSS_COLUMNS).collect();
                     check_finite(&rows, epoch, state.global_step, &state, &resume)?;
                 }
                 ctx.progress().set_message(&format!("epoch {}/{} loss {l:.3}", epoch + 1, p.epochs));
@@ -230,7 +294,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         let values = read_losses(&step_losses)?;
-        let rows: Vec<&[f32]> = values.chunks(3).collect();
+        let rows: Vec<&[f32]> = values.chunks(LOSS_COLUMNS).collect();
         check_finite(&rows, epoch, state.global_step, &state, &resume)?;
         let mean = |i: usize| rows.iter().map(|r| r[i] as f64).sum::<f64>() / rows.len().max(1) as f64;
         let validate_now = (epoch + 1) % p.val_every == 0 || epoch + 1 == p.epochs;
@@ -261,6 +325,8 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             val_threshold: val.as_ref().map(|v| v.threshold),
             img_per_s: n_images as f64 / train_seconds,
             seconds: epoch_start.elapsed().as_secs_f64(),
+            domain_loss: dg.trainer.is_some().then(|| mean(3)),
+            domain_accuracy: dg.trainer.is_some().then(|| mean(4)),
         };
         tracing::info!(
             "epoch {}/{}: loss {:.4} (cls {:.4}, box {:.4}), val loss {}, val F1 {}, {:.1} img/s",
@@ -276,9 +342,12 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         write_events(&mut events, &row).map_err(|e| StageError::io(&events.path, e))?;
 
         // Checkpoint the finished epoch (atomic files), then the state that points at it.
-        let save = |path: &Path| net.save_checkpoint(&vs, path).map_err(model_err);
+        let save = |path: &Path| net.save_checkpoint_with(&vs, path, &checkpoint_meta).map_err(model_err);
         save(&resume.join("last.safetensors"))?;
         opt.save(&resume.join("optimizer.safetensors")).map_err(model_err)?;
+        if let Some(t) = &dg.trainer {
+            t.save(&resume)?;
+        }
         let improved = match (row.val_f1, state.best_f1) {
             (Some(f), Some(b)) => f > b,
             (Some(_), None) => true,
@@ -298,7 +367,11 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     finish(ctx, &resume, &state)
 }
 
-/// The per-step `[total, classification, box]` losses of an epoch, read in one transfer.
+/// Values per step: total, classification, box, domain loss, domain accuracy.
+const LOSS_COLUMNS: usize = 5;
+
+/// The per-step `[total, classification, box, domain, domain accuracy]` values of an epoch, read
+/// in one transfer.
 fn read_losses(steps: &[Tensor]) -> Result<Vec<f32>, StageError> {
     if steps.is_empty() {
         return Ok(Vec::new());
@@ -332,34 +405,6 @@ fn check_finite(
         epoch + 1,
         bad + 1,
     )))
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn train_step(
-    net: &dyn Detector,
-    opt: &mut FlatOptimizer,
-    vs: &tch::nn::VarStore,
-    images: &Tensor,
-    targets: &Targets,
-    precision: Precision,
-    scaler: &mut LossScaler,
-    lr: f64,
-    clip: Option<f64>,
-) -> Tensor {
-    opt.zero_grad();
-    let losses = net.losses(images, targets, precision, true);
-    if scaler.enabled() {
-        scaler.scale_loss(&losses.total).backward();
-        let vars = vs.trainable_variables();
-        let found_inf = scaler.unscale_(&vars).map(|f| bool::try_from(&f).unwrap_or(true)).unwrap_or(false);
-        if scaler.update(found_inf) {
-            let _ = opt.step(lr, clip);
-        }
-    } else {
-        losses.total.backward();
-        let _ = opt.step(lr, clip);
-    }
-    Tensor::stack(&[losses.total.detach(), losses.classification.detach(), losses.box_regression.detach()], 0)
 }
 
 fn step_failure(message: &str, p: &TrainParams, epoch: u32, step: u64, resume: &Path) -> StageError {
@@ -426,6 +471,8 @@ fn finish(ctx: &StageContext, resume: &Path, state: &TrainState) -> Result<(), S
         .opt_f64("val_threshold", r.iter().map(|x| x.val_threshold).collect())
         .f64("img_per_s", r.iter().map(|x| x.img_per_s).collect())
         .f64("seconds", r.iter().map(|x| x.seconds).collect())
+        .opt_f64("domain_loss", r.iter().map(|x| x.domain_loss).collect())
+        .opt_f64("domain_accuracy", r.iter().map(|x| x.domain_accuracy).collect())
         .write(&out.join("metrics.parquet"))?;
     let epochs = |f: fn(&MetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
         r.iter().filter_map(|x| f(x).map(|v| (x.epoch as f64, v))).collect()

@@ -3,7 +3,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), midog_data::DataError> {
 //! use midog_data::loader::{LoaderConfig, LoaderImage, PatchLoader, PatchSpec};
-//! let images = vec![LoaderImage { path: "001.tiff".into(), boxes: vec![[100.0, 100.0, 150.0, 150.0]] }];
+//! let images = vec![LoaderImage { path: "001.tiff".into(), boxes: vec![[100.0, 100.0, 150.0, 150.0]], stain: None }];
 //! let batches = vec![vec![PatchSpec { image: 0, x: 0, y: 0 }; 12]; 10];
 //! let loader = PatchLoader::start(images, batches, LoaderConfig::default(), |bytes| vec![0u8; bytes])?;
 //! for batch in loader {

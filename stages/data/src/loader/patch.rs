@@ -8,6 +8,7 @@ use super::color;
 use super::fourier::{FourierMixer, LowAmplitude};
 use super::resample::Resampler;
 use crate::error::DataError;
+use crate::stain::StainTransform;
 use crate::tiff::TiffImage;
 
 #[derive(Debug, Default)]
@@ -28,6 +29,7 @@ impl PatchWorker {
     pub(crate) fn style_amplitude(
         &mut self,
         image: &TiffImage,
+        stain: Option<&StainTransform>,
         x: i64,
         y: i64,
         size: u32,
@@ -36,13 +38,17 @@ impl PatchWorker {
         let mut pixels = std::mem::take(&mut self.region);
         pixels.resize(size as usize * size as usize * 3, 0);
         let read = image.read_region(0, x, y, size, size, &mut pixels);
+        if let Some(t) = stain {
+            t.apply(&mut pixels);
+        }
         let amplitude = read.map(|()| self.mixer(size, window).amplitude(&pixels));
         self.region = pixels;
         amplitude
     }
 
-    /// Writes the `size` × `size` RGB patch of `spec` into `out` and returns its boxes. `style`
-    /// is the Fourier style and β when the patch is mixed (after the geometry, before colour).
+    /// Writes the `size` × `size` RGB patch of `spec` into `out` and returns its boxes. `stain`
+    /// normalises the pixels first; `style` is the Fourier style and β when the patch is mixed
+    /// (after the geometry, before the colour augmentations).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn produce(
         &mut self,
@@ -51,6 +57,7 @@ impl PatchWorker {
         spec: &PatchSpec,
         size: u32,
         aug: &PatchAugment,
+        stain: Option<&StainTransform>,
         style: Option<(&LowAmplitude, f32)>,
         out: &mut [u8],
     ) -> Result<Vec<[f32; 4]>, DataError> {
@@ -64,11 +71,19 @@ impl PatchWorker {
         let s = src_size as usize;
         let turn = !aug.dihedral.is_identity();
 
+        // Stain normalisation acts on the file's pixels, before any resampling, as in inference.
+        let normalise = |px: &mut [u8]| {
+            if let Some(t) = stain {
+                t.apply(px);
+            }
+        };
         if s == n && !turn {
             image.read_region(0, ox, oy, size, size, out)?;
+            normalise(out);
         } else {
             self.region.resize(s * s * 3, 0);
             image.read_region(0, ox, oy, src_size, src_size, &mut self.region)?;
+            normalise(&mut self.region);
             if s == n {
                 aug.dihedral.apply(&self.region, out, n);
             } else if turn {

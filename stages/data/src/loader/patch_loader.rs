@@ -34,6 +34,8 @@ type Delivery<B> = (usize, Result<Batch<B>, DataError>);
 struct Shared<B> {
     images: Vec<TiffImage>,
     boxes: Vec<Vec<[f32; 4]>>,
+    /// Stain normalisation per image (applied first, to every patch of it).
+    stains: Vec<Option<crate::stain::StainTransform>>,
     batches: Vec<Vec<PatchSpec>>,
     config: LoaderConfig,
     alloc: Allocator<B>,
@@ -94,9 +96,11 @@ impl<B: BatchBuffer> PatchLoader<B> {
         }
         let mut opened = Vec::with_capacity(images.len());
         let mut boxes = Vec::with_capacity(images.len());
+        let mut stains = Vec::with_capacity(images.len());
         for image in images {
             opened.push(TiffImage::open_with_cache(&image.path, Arc::clone(&cache))?);
             boxes.push(image.boxes);
+            stains.push(image.stain);
         }
         if let Some(f) = &config.augment.fourier
             && f.style_images[1] > opened.len()
@@ -113,6 +117,7 @@ impl<B: BatchBuffer> PatchLoader<B> {
         let shared = Arc::new(Shared {
             images: opened,
             boxes,
+            stains,
             batches,
             config,
             alloc: Box::new(alloc),
@@ -273,7 +278,8 @@ fn build_batch<B: BatchBuffer>(
             Err(e) => return Some(Err(e)),
         };
         let style = style.as_ref().map(|(a, beta)| (a.as_ref(), *beta));
-        match worker.produce(image, &shared.boxes[spec.image], spec, size, &aug, style, out) {
+        let stain = shared.stains[spec.image].as_ref();
+        match worker.produce(image, &shared.boxes[spec.image], spec, size, &aug, stain, style, out) {
             Ok(b) => boxes.push(b),
             Err(e) => return Some(Err(e)),
         }
@@ -297,8 +303,8 @@ fn style_of<B>(
     let Some(k) = bank.pick(start, own_image) else { return Ok(None) };
     let size = shared.config.patch_size;
     let amplitude = bank.amplitude(k, |d| {
-        let image = &shared.images[d.image];
-        worker.style_amplitude(image, d.x, d.y, size, f.window).map_err(|e| e.to_string())
+        let (image, stain) = (&shared.images[d.image], shared.stains[d.image].as_ref());
+        worker.style_amplitude(image, stain, d.x, d.y, size, f.window).map_err(|e| e.to_string())
     });
     // The worker needs the plans for the mix itself even when another worker computed the entry.
     worker.mixer(size, f.window);
