@@ -7,28 +7,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
+use crate::error::StageError;
+use crate::exec::events::{WorkerEvent, send_event};
+use crate::exec::job::JobFile;
+use crate::inputs::{Artifact, ExternalFile};
 use crate::key::StageKey;
-use crate::stage::StageError;
-
-/// A published upstream artifact.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Artifact {
-    pub name: String,
-    pub kind: String,
-    pub key: StageKey,
-    /// The artifact's files (read-only).
-    pub dir: PathBuf,
-}
-
-/// An external file with the digest that entered the key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExternalFile {
-    pub name: String,
-    pub path: PathBuf,
-    pub digest: String,
-}
 
 /// Set by SIGINT/SIGTERM in a worker; stages poll it between units of work.
 pub static CANCELLED: AtomicBool = AtomicBool::new(false);
@@ -58,38 +41,56 @@ pub struct StageContext {
 }
 
 impl StageContext {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        experiment: String,
-        variant: String,
-        name: String,
-        kind: String,
-        key: StageKey,
-        params_dir: PathBuf,
-        inputs: Vec<Artifact>,
-        ancestors: Vec<Artifact>,
-        external: Vec<ExternalFile>,
-        threads: usize,
-        devices: Vec<usize>,
-        out_dir: PathBuf,
-        resume_dir: PathBuf,
-        progress: Progress,
-    ) -> Self {
+    /// The context of the stage a job file describes, writing into `out_dir` (the temporary
+    /// entry) and resuming from `resume_dir`.
+    pub fn from_job(job: &JobFile, out_dir: PathBuf, resume_dir: PathBuf, progress: Progress) -> Self {
         StageContext {
-            experiment,
-            variant,
-            name,
-            kind,
-            key,
-            params_dir,
-            inputs,
-            ancestors,
-            external,
-            threads,
-            devices,
+            experiment: job.experiment.clone(),
+            variant: job.variant.clone(),
+            name: job.stage.clone(),
+            kind: job.inputs.kind.clone(),
+            key: job.key.clone(),
+            params_dir: job.params_dir.clone(),
+            inputs: job.upstream.clone(),
+            ancestors: job.ancestors.clone(),
+            external: job.external.clone(),
+            threads: job.threads.max(1),
+            devices: job.devices.clone(),
             out_dir,
             resume_dir,
             progress,
+            summary: Mutex::new(Default::default()),
+        }
+    }
+
+    /// A context outside any run, for unit tests of a stage's code and for tools: stage `name`
+    /// of kind `kind` in the default variant of experiment `test`, reading `inputs`, with one
+    /// thread, no devices, silent progress, and `out/` and `resume/` under `dir`.
+    pub fn detached(name: &str, kind: &str, inputs: Vec<Artifact>, dir: &Path) -> Self {
+        let key = crate::key::KeyInputs {
+            kind: kind.to_string(),
+            version: 0,
+            params: serde_json::Value::Null,
+            upstream: Vec::new(),
+            external: Vec::new(),
+            names: None,
+        }
+        .key();
+        StageContext {
+            experiment: "test".into(),
+            variant: crate::spec::DEFAULT_VARIANT.into(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            key,
+            params_dir: dir.to_path_buf(),
+            inputs,
+            ancestors: Vec::new(),
+            external: Vec::new(),
+            threads: 1,
+            devices: Vec::new(),
+            out_dir: dir.join("out"),
+            resume_dir: dir.join("resume"),
+            progress: Progress::silent(),
             summary: Mutex::new(Default::default()),
         }
     }
@@ -159,27 +160,6 @@ impl StageContext {
     }
 }
 
-/// Progress events from a worker to `pipeline run`, one JSON line each on the worker's stdout.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum WorkerEvent {
-    Progress {
-        pos: u64,
-        len: u64,
-        message: String,
-    },
-    /// Another process published the key while this one waited for its lock.
-    Cached,
-    Waiting {
-        message: String,
-    },
-    Done {
-        seconds: f64,
-    },
-}
-
-pub const EVENT_PREFIX: &str = "@pipeline ";
-
 /// Progress reporting of one stage: rate-limited events to the parent, or nothing.
 pub struct Progress {
     sink: Option<Mutex<(Instant, Box<dyn Write + Send>)>>,
@@ -238,12 +218,5 @@ impl Progress {
             sink.0 = now;
             send_event(&mut sink.1, &WorkerEvent::Progress { pos: state.0, len: state.1, message: state.2 });
         }
-    }
-}
-
-pub fn send_event(w: &mut dyn Write, event: &WorkerEvent) {
-    if let Ok(line) = serde_json::to_string(event) {
-        let _ = writeln!(w, "{EVENT_PREFIX}{line}");
-        let _ = w.flush();
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::key::KeyInputs;
+use crate::key::{KeyInputs, StageKey};
 use crate::record::LastRun;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,8 +30,8 @@ pub enum Reason {
     },
     UpstreamChanged {
         name: String,
-        old: Option<String>,
-        new: String,
+        old: Option<StageKey>,
+        new: StageKey,
     },
     UpstreamRemoved {
         name: String,
@@ -44,6 +44,17 @@ pub enum Reason {
     },
     InputRemoved {
         name: String,
+    },
+    /// A name the stage's output shows changed (stage, variant or experiment name; only for
+    /// kinds whose output shows names).
+    NameChanged {
+        what: &'static str,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    /// The last run's record cannot be read (truncated, edited, from another version).
+    RecordUnreadable {
+        message: String,
     },
     /// The key differs for a reason no field explains (e.g. the key encoding changed).
     KeyChanged,
@@ -66,6 +77,11 @@ impl fmt::Display for Reason {
             Reason::InputChanged { name } => write!(f, "input file `{name}` changed"),
             Reason::InputAdded { name } => write!(f, "input file `{name}` added"),
             Reason::InputRemoved { name } => write!(f, "input file `{name}` removed"),
+            Reason::NameChanged { what, old, new } => {
+                let show = |v: &Option<String>| v.as_ref().map(|v| format!("`{v}`")).unwrap_or_else(|| "(none)".into());
+                write!(f, "{what} name changed {} → {} (it is shown in the output)", show(old), show(new))
+            }
+            Reason::RecordUnreadable { message } => write!(f, "the last run's record is unreadable ({message})"),
             Reason::KeyChanged => write!(f, "key changed (engine key encoding)"),
         }
     }
@@ -95,15 +111,28 @@ pub fn diff(old: &KeyInputs, new: &KeyInputs) -> Vec<Reason> {
         out.push(Reason::VersionChanged { old: old.version, new: new.version });
     }
     diff_values("", Some(&old.params), Some(&new.params), &mut out);
+    if old.names != new.names {
+        let field = |n: &Option<crate::key::OutputNames>, f: fn(&crate::key::OutputNames) -> &String| {
+            n.as_ref().map(|n| f(n).clone())
+        };
+        for (what, get) in [
+            ("experiment", (|n| &n.experiment) as fn(&crate::key::OutputNames) -> &String),
+            ("variant", |n| &n.variant),
+            ("stage", |n| &n.stage),
+        ] {
+            let (o, n) = (field(&old.names, get), field(&new.names, get));
+            if o != n {
+                out.push(Reason::NameChanged { what, old: o, new: n });
+            }
+        }
+    }
     for u in &new.upstream {
         match old.upstream.iter().find(|o| o.name == u.name) {
             Some(o) if o.key == u.key => {}
-            Some(o) => out.push(Reason::UpstreamChanged {
-                name: u.name.clone(),
-                old: Some(o.key.to_string()),
-                new: u.key.to_string(),
-            }),
-            None => out.push(Reason::UpstreamChanged { name: u.name.clone(), old: None, new: u.key.to_string() }),
+            Some(o) => {
+                out.push(Reason::UpstreamChanged { name: u.name.clone(), old: Some(o.key.clone()), new: u.key.clone() })
+            }
+            None => out.push(Reason::UpstreamChanged { name: u.name.clone(), old: None, new: u.key.clone() }),
         }
     }
     for o in &old.upstream {
@@ -145,7 +174,7 @@ fn diff_values(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::{ExternalDigest, StageKey, UpstreamRef};
+    use crate::key::{ExternalDigest, UpstreamRef};
     use serde_json::json;
 
     fn inputs(params: Value, up: &str, file: &str) -> KeyInputs {
@@ -159,6 +188,7 @@ mod tests {
                 key: StageKey::parse(&up.repeat(64)).unwrap(),
             }],
             external: vec![ExternalDigest { name: "a.tiff".into(), digest: file.into() }],
+            names: None,
         }
     }
 
@@ -177,6 +207,17 @@ mod tests {
                 "input file `a.tiff` changed"
             ]
         );
+    }
+
+    #[test]
+    fn renamed_stages_of_kinds_that_show_names_say_so() {
+        let names = |stage: &str| {
+            Some(crate::key::OutputNames { experiment: "e".into(), variant: "default".into(), stage: stage.into() })
+        };
+        let old = KeyInputs { names: names("report"), ..inputs(json!({}), "a", "d") };
+        let new = KeyInputs { names: names("summary"), ..old.clone() };
+        let shown: Vec<String> = diff(&old, &new).iter().map(|r| r.to_string()).collect();
+        assert_eq!(shown, ["stage name changed `report` → `summary` (it is shown in the output)"]);
     }
 
     #[test]

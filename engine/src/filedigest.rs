@@ -99,7 +99,7 @@ impl DigestMemo {
             return Ok(());
         }
         let bytes = serde_json::to_vec(&self.entries).map_err(std::io::Error::other)?;
-        crate::store::write_atomic(file, &bytes)?;
+        crate::atomic::write_atomic(file, &bytes)?;
         self.dirty = false;
         Ok(())
     }

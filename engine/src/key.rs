@@ -6,13 +6,17 @@
 //!
 //! | enters the key                                  | does not                                         |
 //! |-------------------------------------------------|--------------------------------------------------|
-//! | stage kind                                      | stage name (`[stages.NAME]`), variant name       |
+//! | stage kind                                      | stage name (`[stages.NAME]`), variant name, experiment name — unless the kind shows them (below) |
 //! | implementation version (`StageDef::VERSION`)    | cache directory, experiment path                 |
 //! | resolved params, defaults filled in, typed      | TOML comments, key order, whitespace, `1e-4` vs `0.0001` |
 //! |                                                 | params a stage marks as not shaping its output (`NON_KEY_PARAMS`: device, loader threads) |
 //! | keys of the direct upstream stages (by kind)    | thread counts, `--jobs`, GPU ids, executor       |
 //! | content digests of external inputs, by logical name | absolute paths, mtimes, inode numbers         |
 //! | the key-encoding version ([`KEY_CONTEXT`])      | run ids, timestamps, host names                  |
+//! | for kinds whose output shows names (`StageDef::NAMES_IN_OUTPUT`, e.g. a report's titles and legends): the experiment, variant and stage names and the names of the direct upstream stages ([`OutputNames`]) | |
+//!
+//! Names stay out of every other key, so renaming a stage or a variant reruns nothing but the
+//! stages that print names; those rerun, so a renamed stage is never shown under its old name.
 //!
 //! Upstream keys (not output digests) enter the key, so an upstream stage whose implementation
 //! version changes reruns its descendants too, and every key is known before anything runs
@@ -26,9 +30,26 @@ use serde_json::Value;
 /// Versioned blake3 derive-key context; changing it invalidates every cache entry.
 pub const KEY_CONTEXT: &str = "midog-pipeline engine 2026-11-27 stage key v1";
 
+/// 64 lowercase hex digits. Deserialising checks the form, so a truncated or edited record
+/// cannot produce a key that later code would slice.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct StageKey(String);
+
+impl TryFrom<String> for StageKey {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        StageKey::parse(&s)
+            .ok_or_else(|| format!("`{}` is not a stage key (64 lowercase hex digits)", s.escape_debug()))
+    }
+}
+
+impl From<StageKey> for String {
+    fn from(k: StageKey) -> String {
+        k.0
+    }
+}
 
 impl StageKey {
     pub fn as_str(&self) -> &str {
@@ -70,6 +91,14 @@ pub struct ExternalDigest {
     pub digest: String,
 }
 
+/// The names a stage's output shows, in the key of kinds that declare it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputNames {
+    pub experiment: String,
+    pub variant: String,
+    pub stage: String,
+}
+
 /// Everything a key is computed from, kept in clear text in the stage's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyInputs {
@@ -78,23 +107,35 @@ pub struct KeyInputs {
     pub params: Value,
     pub upstream: Vec<UpstreamRef>,
     pub external: Vec<ExternalDigest>,
+    /// Set for kinds whose output shows names; then they and the upstream names are hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<OutputNames>,
 }
 
 impl KeyInputs {
     pub fn key(&self) -> StageKey {
-        let mut upstream: Vec<Value> =
-            self.upstream.iter().map(|u| serde_json::json!({"kind": u.kind, "key": u.key.as_str()})).collect();
+        let mut upstream: Vec<Value> = self
+            .upstream
+            .iter()
+            .map(|u| match &self.names {
+                None => serde_json::json!({"kind": u.kind, "key": u.key.as_str()}),
+                Some(_) => serde_json::json!({"kind": u.kind, "key": u.key.as_str(), "name": u.name}),
+            })
+            .collect();
         upstream.sort_by_key(canonical);
         let mut external: Vec<(&str, &str)> =
             self.external.iter().map(|e| (e.name.as_str(), e.digest.as_str())).collect();
         external.sort();
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "kind": self.kind,
             "version": self.version,
             "params": self.params,
             "upstream": upstream,
             "external": external.iter().map(|(n, d)| serde_json::json!([n, d])).collect::<Vec<_>>(),
         });
+        if let Some(n) = &self.names {
+            doc["names"] = serde_json::json!({"experiment": n.experiment, "variant": n.variant, "stage": n.stage});
+        }
         let mut hasher = blake3::Hasher::new_derive_key(KEY_CONTEXT);
         hasher.update(canonical(&doc).as_bytes());
         StageKey(hasher.finalize().to_hex().to_string())
@@ -157,7 +198,7 @@ mod tests {
     use serde_json::json;
 
     fn inputs(params: Value) -> KeyInputs {
-        KeyInputs { kind: "train".into(), version: 1, params, upstream: vec![], external: vec![] }
+        KeyInputs { kind: "train".into(), version: 1, params, upstream: vec![], external: vec![], names: None }
     }
 
     #[test]
@@ -194,6 +235,35 @@ mod tests {
         assert_eq!(a.key(), b.key());
         b.upstream[0].key = StageKey("bb".into());
         assert_ne!(a.key(), b.key());
+    }
+
+    #[test]
+    fn names_enter_only_the_keys_of_kinds_that_show_them() {
+        let up = |name: &str| UpstreamRef { name: name.into(), kind: "score".into(), key: StageKey("a".repeat(64)) };
+        let names = |stage: &str, variant: &str| {
+            Some(OutputNames { experiment: "e".into(), variant: variant.into(), stage: stage.into() })
+        };
+        let mut a = inputs(json!({}));
+        a.upstream.push(up("score"));
+        let plain = a.key();
+        a.names = names("report", "default");
+        let named = a.key();
+        assert_ne!(plain, named);
+        let mut renamed_upstream = a.clone();
+        renamed_upstream.upstream[0].name = "score_net".into();
+        assert_ne!(renamed_upstream.key(), named);
+        assert_ne!(KeyInputs { names: names("summary", "default"), ..a.clone() }.key(), named);
+        assert_ne!(KeyInputs { names: names("report", "lr=1"), ..a.clone() }.key(), named);
+        assert_eq!(a.clone().key(), named);
+    }
+
+    #[test]
+    fn keys_are_checked_when_read() {
+        let ok: StageKey = serde_json::from_value(json!("0".repeat(64))).unwrap();
+        assert_eq!(ok.short(), "000000000000");
+        for bad in [json!("abc"), json!("é".repeat(32)), json!("A".repeat(64))] {
+            assert!(serde_json::from_value::<StageKey>(bad).is_err());
+        }
     }
 
     #[test]

@@ -5,12 +5,20 @@
 //! everything that determines its output ([`key`]), and runs only the stages whose key is not
 //! in the content-addressed [`Store`] yet. It knows nothing about any domain: products register
 //! their stage kinds in a [`Registry`] and add their own commands next to [`cli::EngineCommand`].
+//!
+//! Layers, lowest first (a module uses only those above it in this list):
+//! `error`, `paramdoc`, `atomic`, `key`, `inputs`, `spec` (leaves) → `schema_check`, `typed`,
+//! `record`, `filedigest`, `explain`, `progress` → `store` → `exec::events`, `exec::job`, `context`
+//! → `stage` → `plan` → `exec` → `cli`.
 
+pub mod atomic;
 pub mod cli;
 pub mod context;
+pub mod error;
 pub mod exec;
 pub mod explain;
 pub mod filedigest;
+pub mod inputs;
 pub mod key;
 mod paramdoc;
 pub mod plan;
@@ -20,10 +28,15 @@ mod schema_check;
 pub mod spec;
 pub mod stage;
 pub mod store;
+mod typed;
 
-pub use context::{Artifact, ExternalFile, Progress, StageContext};
+pub use atomic::write_atomic;
+pub use context::{Progress, StageContext};
+pub use error::{ParamError, StageError};
+pub use inputs::{Artifact, ExternalFile, ExternalInput};
 pub use key::{KeyInputs, StageKey};
+pub use paramdoc::ParamDoc;
 pub use plan::Plan;
 pub use spec::{Experiment, SpecError};
-pub use stage::{ExternalInput, ParamDoc, ParamError, Registry, Resources, Stage, StageDef, StageError};
-pub use store::Store;
+pub use stage::{Registry, Resources, Stage, StageDef};
+pub use store::{Pin, Store};

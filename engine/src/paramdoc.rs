@@ -1,9 +1,17 @@
 //! Parameter documentation for `pipeline stages`, read from the params' JSON schema (doc
 //! comments, types) and their `Default` (default values): the code is the documentation.
 
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::stage::ParamDoc;
+/// One parameter as `pipeline stages` documents it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamDoc {
+    pub name: String,
+    pub ty: String,
+    pub default: String,
+    pub doc: String,
+}
 
 pub fn docs_from_schema(schema: &Value, defaults: &Value) -> Vec<ParamDoc> {
     let mut out = Vec::new();

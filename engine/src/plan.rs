@@ -9,11 +9,13 @@ use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value;
 
-use crate::context::ExternalFile;
+use crate::exec::config::RunConfig;
 use crate::filedigest::DigestMemo;
-use crate::key::{ExternalDigest, KeyInputs, StageKey, UpstreamRef};
+use crate::inputs::ExternalFile;
+use crate::key::{ExternalDigest, KeyInputs, OutputNames, StageKey, UpstreamRef};
 use crate::spec::{Experiment, Location, SourceMap, SpecError, Variant, did_you_mean};
 use crate::stage::{Registry, Resources};
+use crate::store::Store;
 
 #[derive(Debug, Clone)]
 pub struct PlannedStage {
@@ -58,13 +60,50 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub experiment: Experiment,
+    /// `[run]` and the back-ends' tables, typed.
+    pub run: RunConfig,
     pub variants: Vec<VariantPlan>,
     /// Jobs in an order where dependencies come first.
     pub jobs: Vec<Job>,
 }
 
 impl Plan {
+    /// Loads, checks and plans an experiment file for a store: every table typed (stages,
+    /// `[run]`, the back-ends'), input files digested (memoised in the store; `verify` rehashes
+    /// them), and, if `variants` names any, only those variants kept.
+    pub fn load(
+        path: &Path,
+        registry: &Registry,
+        store: &Store,
+        variants: &[String],
+        verify: bool,
+    ) -> Result<Plan, SpecError> {
+        let mut exp = Experiment::load(path)?;
+        for v in variants {
+            if !exp.variants.iter().any(|x| &x.name == v) {
+                let names: Vec<&str> = exp.variants.iter().map(|v| v.name.as_str()).collect();
+                let err = SpecError::new(path, format!("no variant `{v}`"));
+                return Err(match did_you_mean(v, names.iter().copied()) {
+                    Some(s) => err.with_help(format!("did you mean `{s}`?")),
+                    None => err.with_help(format!("the variants are: {}", names.join(", "))),
+                });
+            }
+        }
+        if !variants.is_empty() {
+            exp.variants.retain(|x| variants.contains(&x.name));
+        }
+        let mut memo = DigestMemo::load(&store.memo_path(), verify);
+        let plan = Plan::build(exp, registry, &mut memo)?;
+        if let Err(e) = memo.save() {
+            tracing::warn!("could not save the input digest memo: {e}");
+        }
+        Ok(plan)
+    }
+
     pub fn build(experiment: Experiment, registry: &Registry, memo: &mut DigestMemo) -> Result<Plan, SpecError> {
+        // [run] and the back-ends' tables first: a misspelt table is reported before anything
+        // that depends on it, and on every command, not only when stages are run.
+        let run = RunConfig::from_experiment(&experiment, registry.kinds())?;
         let mut variants = Vec::new();
         for variant in &experiment.variants {
             variants.push(plan_variant(&experiment, variant, registry, memo)?);
@@ -83,10 +122,9 @@ impl Plan {
                 jobs.push(Job { key: stage.key.clone(), stage: stage.clone(), deps, users: vec![user] });
             }
         }
-        Ok(Plan { experiment, variants, jobs })
+        Ok(Plan { experiment, run, variants, jobs })
     }
 
-    /// Keeps only the named variants (and the jobs they reach).
     pub fn variant(&self, name: &str) -> Option<&VariantPlan> {
         self.variants.iter().find(|v| v.variant.name == name)
     }
@@ -242,6 +280,12 @@ fn plan_variant(
                 map.remove(*k);
             }
         }
+        // Names reach the output only of kinds that declare it; then they are in the key.
+        let names = t.stage.names_in_output().then(|| OutputNames {
+            experiment: exp.name.clone(),
+            variant: variant.name.clone(),
+            stage: name.clone(),
+        });
         let inputs = KeyInputs {
             kind: t.kind.to_string(),
             version: t.stage.version(),
@@ -251,6 +295,7 @@ fn plan_variant(
                 .iter()
                 .map(|e| ExternalDigest { name: e.name.clone(), digest: e.digest.clone() })
                 .collect(),
+            names,
         };
         // Ancestors, nearest first (breadth-first over needs).
         let mut ancestors: Vec<String> = Vec::new();

@@ -1,5 +1,5 @@
-//! What `pipeline run` shows: a bar per running stage on a terminal, one line per finished
-//! stage everywhere, and the summary table at the end.
+//! What the commands show: a bar per running stage on a terminal, one line per finished stage
+//! everywhere, and plain text tables, durations and sizes.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -115,6 +115,18 @@ pub fn seconds(s: f64) -> String {
     } else {
         format!("{:.1} h", s / 3600.0)
     }
+}
+
+/// Bytes for humans: `512 B`, `1.5 KiB`, `3.2 GiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 #[cfg(test)]

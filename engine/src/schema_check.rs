@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::stage::ParamError;
+use crate::error::ParamError;
 
 /// The first key of `raw` that the schema does not know, as a located error with a suggestion.
 pub fn unknown_key(raw: &toml::Table, schema: &Value) -> Option<ParamError> {

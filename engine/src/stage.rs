@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use schemars::JsonSchema;
@@ -16,6 +16,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::context::StageContext;
+use crate::error::{ParamError, StageError};
+use crate::inputs::ExternalInput;
+use crate::paramdoc::ParamDoc;
 
 /// What a stage needs from the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,66 +34,6 @@ pub struct Resources {
 impl Default for Resources {
     fn default() -> Self {
         Resources { cpus: 1, gpus: 0, memory_mb: 2048 }
-    }
-}
-
-/// A file outside the cache that a stage reads; its content digest enters the stage key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExternalInput {
-    /// Stable logical name (for example the file name relative to a dataset root): in the key
-    /// instead of the absolute path, so moving a checkout does not invalidate anything.
-    pub name: String,
-    pub path: PathBuf,
-}
-
-/// A problem with one parameter, located by its path inside the stage table.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct ParamError {
-    pub path: Vec<String>,
-    pub message: String,
-    pub help: Option<String>,
-}
-
-impl ParamError {
-    pub fn new(path: &[&str], message: impl Into<String>) -> Self {
-        ParamError { path: path.iter().map(|s| s.to_string()).collect(), message: message.into(), help: None }
-    }
-
-    pub fn with_help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
-    }
-}
-
-/// Why a stage failed. Domain crates box their own error types into `Domain`.
-#[derive(Debug, thiserror::Error)]
-pub enum StageError {
-    #[error("cancelled")]
-    Cancelled,
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Message(String),
-    #[error(transparent)]
-    Domain(Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl StageError {
-    pub fn msg(message: impl Into<String>) -> Self {
-        StageError::Message(message.into())
-    }
-
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StageError::Io { path: path.into(), source }
-    }
-
-    pub fn domain(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        StageError::Domain(Box::new(e))
     }
 }
 
@@ -118,6 +61,13 @@ pub trait StageDef: Send + Sync + 'static {
     /// directory as their base.
     const PATH_PARAMS: &'static [&'static str] = &[];
 
+    /// Whether the stage's output shows names from the experiment file: its own stage name,
+    /// the names of its direct upstream stages, the experiment's or the variant's (a report's
+    /// title, legends and file names). Those names then enter its key, so a renamed stage or
+    /// variant is never served from the cache under its old name. Stages that leave it `false`
+    /// keep names out of their output: they may use them in messages only.
+    const NAMES_IN_OUTPUT: bool = false;
+
     /// Checks that go beyond types (ranges, combinations).
     fn validate(_params: &Self::Params) -> Result<(), ParamError> {
         Ok(())
@@ -136,15 +86,6 @@ pub trait StageDef: Send + Sync + 'static {
 /// Runs a stage kind with its typed parameters.
 pub type Runner<P> = fn(&P, &StageContext) -> Result<(), StageError>;
 
-/// One parameter as `pipeline stages` documents it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ParamDoc {
-    pub name: String,
-    pub ty: String,
-    pub default: String,
-    pub doc: String,
-}
-
 /// The object-safe face of a stage kind that the engine works with.
 pub trait Stage: Send + Sync {
     fn kind(&self) -> &'static str;
@@ -154,6 +95,7 @@ pub trait Stage: Send + Sync {
     fn worker(&self) -> Option<&'static str>;
     fn non_key_params(&self) -> &'static [&'static str];
     fn path_params(&self) -> &'static [&'static str];
+    fn names_in_output(&self) -> bool;
     fn can_run(&self) -> bool;
     fn param_docs(&self) -> Vec<ParamDoc>;
     /// Types the raw table, fills defaults, validates, and returns the canonical params.
@@ -200,30 +142,16 @@ impl<S: StageDef> Stage for Typed<S> {
     fn can_run(&self) -> bool {
         self.runner.is_some()
     }
+    fn names_in_output(&self) -> bool {
+        S::NAMES_IN_OUTPUT
+    }
     fn param_docs(&self) -> Vec<ParamDoc> {
         let schema = schemars::schema_for!(S::Params);
         let defaults = serde_json::to_value(S::Params::default()).unwrap_or(Value::Null);
         crate::paramdoc::docs_from_schema(schema.as_value(), &defaults)
     }
     fn resolve(&self, raw: &toml::Table) -> Result<Value, ParamError> {
-        let schema = schemars::schema_for!(S::Params);
-        if let Some(e) = crate::schema_check::unknown_key(raw, schema.as_value()) {
-            return Err(e);
-        }
-        let typed: S::Params = serde_path_to_error::deserialize(toml::Value::Table(raw.clone())).map_err(|e| {
-            let mut path: Vec<String> = e
-                .path()
-                .iter()
-                .filter_map(|seg| match seg {
-                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                    serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                    _ => None,
-                })
-                .collect();
-            let inner = e.into_inner();
-            let message = inner.message().trim().to_string();
-            param_error_from_serde(&mut path, &message)
-        })?;
+        let typed: S::Params = crate::typed::from_table(raw)?;
         S::validate(&typed)?;
         serde_json::to_value(&typed).map_err(|e| ParamError::new(&[], format!("params cannot be encoded: {e}")))
     }
@@ -244,40 +172,6 @@ impl<S: StageDef> Stage for Typed<S> {
         let typed = self.typed(params).map_err(|e| StageError::msg(e.message))?;
         runner(&typed, ctx)
     }
-}
-
-/// Turns serde's messages into located, helpful ones.
-fn param_error_from_serde(path: &mut Vec<String>, message: &str) -> ParamError {
-    // serde: "unknown field `lrr`, expected one of `lr`, `epochs`" (or "expected `lr`").
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let field = rest.split('`').next().unwrap_or_default().to_string();
-        let expected: Vec<&str> =
-            rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
-        if path.last() != Some(&field) {
-            path.push(field.clone());
-        }
-        let help = match crate::spec::did_you_mean(&field, expected.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None if expected.is_empty() => "this table takes no parameters".to_string(),
-            None => format!("known keys: {}", expected.join(", ")),
-        };
-        return ParamError { path: path.clone(), message: format!("unknown key `{field}`"), help: Some(help) };
-    }
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        let field = rest.split('`').next().unwrap_or_default();
-        return ParamError { path: path.clone(), message: format!("missing required key `{field}`"), help: None };
-    }
-    if let Some(rest) = message.strip_prefix("unknown variant `") {
-        let given = rest.split('`').next().unwrap_or_default().to_string();
-        let expected: Vec<&str> =
-            rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
-        let help = match crate::spec::did_you_mean(&given, expected.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None => format!("one of: {}", expected.join(", ")),
-        };
-        return ParamError { path: path.clone(), message: format!("`{given}` is not a valid value"), help: Some(help) };
-    }
-    ParamError { path: path.clone(), message: message.to_string(), help: None }
 }
 
 /// The first key of `raw` that params type `P` does not know (the check `pipeline run` does), for

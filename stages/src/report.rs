@@ -43,6 +43,8 @@ impl StageDef for ReportStage {
     const VERSION: u32 = 1;
     const SUMMARY: &'static str = "per-scanner table, Markdown/HTML report with plots and a gallery, Parquet";
     const NEEDS: &'static [&'static str] = &["score"];
+    // Titles, legends and plot file names show the experiment, variant and score stage names.
+    const NAMES_IN_OUTPUT: bool = true;
 
     fn validate(p: &ReportParams) -> Result<(), engine::ParamError> {
         if !(32..=1024).contains(&p.crop_px) {

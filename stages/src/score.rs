@@ -330,7 +330,7 @@ fn write_tables(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::{Progress, StageKey};
+    use engine::StageKey;
 
     fn artifact(root: &std::path::Path, name: &str, kind: &str, files: &[&str]) -> Artifact {
         let dir = root.join(name);
@@ -342,24 +342,7 @@ mod tests {
     }
 
     fn context(inputs: Vec<Artifact>) -> StageContext {
-        let key = StageKey::parse(&"0".repeat(64)).unwrap();
-        let tmp = std::env::temp_dir();
-        StageContext::new(
-            "e".into(),
-            "default".into(),
-            "score_x".into(),
-            "score".into(),
-            key,
-            tmp.clone(),
-            inputs,
-            Vec::new(),
-            Vec::new(),
-            1,
-            Vec::new(),
-            tmp.join("out"),
-            tmp.join("resume"),
-            Progress::silent(),
-        )
+        StageContext::detached("score_x", "score", inputs, &std::env::temp_dir())
     }
 
     #[test]

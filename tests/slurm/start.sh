@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Starts a single-node Slurm cluster on this machine for the Slurm executor's tests: installs
 # the Debian packages if missing, writes its configuration into a private directory, and starts
-# munged, slurmctld and slurmd as root. Idempotent: a cluster that already answers is reused.
+# munged, slurmctld and slurmd as root, on ports of their own (not Slurm's 6817/6818, so a real
+# Slurm on the machine is not disturbed) and with a private munge socket. Idempotent: a cluster
+# of this script that already answers is reused. bin/test stops it when the tests end.
 #
 #   tests/slurm/start.sh            # prints SLURM_CONF=<dir>/slurm.conf on its last line
 #   export SLURM_CONF=/tmp/pipeline-slurm/slurm.conf; sinfo
 #   tests/slurm/stop.sh             # stops the daemons
 #
-# PIPELINE_SLURM_DIR  where configuration, state and daemon logs go (default /tmp/pipeline-slurm)
+# PIPELINE_SLURM_DIR          where configuration, state and daemon logs go (default /tmp/pipeline-slurm)
+# PIPELINE_SLURM_PORT         slurmctld's port; slurmd takes the next one (default 46817)
+# PIPELINE_SLURM_UNAVAILABLE  pretend Slurm cannot start here, with this reason (to test how the
+#                             tests react: they skip, or fail under CI=true)
 #
 # Exit codes: 0 running, 3 Slurm cannot be installed or started here (the reason is printed;
 # the tests skip), anything else a bug in this script.
@@ -21,11 +26,15 @@ set -euo pipefail
 dir=${PIPELINE_SLURM_DIR:-/tmp/pipeline-slurm}
 conf=$dir/slurm.conf
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ctld_port=${PIPELINE_SLURM_PORT:-46817}
+slurmd_port=$((ctld_port + 1))
 
 unavailable() {
   echo "slurm-unavailable: $*" >&2
   exit 3
 }
+
+[ -z "${PIPELINE_SLURM_UNAVAILABLE:-}" ] || unavailable "$PIPELINE_SLURM_UNAVAILABLE"
 
 [ "$(id -u)" = 0 ] || unavailable "the test cluster is started as root (running as $(id -un))"
 mkdir -p "$dir"
@@ -38,7 +47,8 @@ answers() {
     SLURM_CONF=$conf timeout 5 sinfo -h -N -o '%T' 2>/dev/null | grep -Eq '^(idle|mixed|allocated)'
 }
 
-if [ -f "$conf" ] && command -v scontrol >/dev/null && answers; then
+# Reused only if it is this script's cluster on these ports (not one of an older version).
+if [ -f "$conf" ] && grep -qx "SlurmctldPort=$ctld_port" "$conf" && command -v scontrol >/dev/null && answers; then
   echo "SLURM_CONF=$conf"
   exit 0
 fi
@@ -82,8 +92,9 @@ SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
-SlurmctldPort=6817
-SlurmdPort=6818
+# Not Slurm's default ports (6817/6818): a real Slurm on this machine keeps working.
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

@@ -215,3 +215,33 @@ fn relative_paths_resolve_against_the_file_that_wrote_them() {
     let r = p.run_json("exp.toml");
     assert_eq!(r["source"], "ran", "a different file is a different input: {r:?}");
 }
+
+#[test]
+fn renaming_a_stage_reruns_only_the_stages_that_show_its_name_and_they_show_the_new_one() {
+    let p = project();
+    let all_text = |p: &Project| {
+        p.published()
+            .iter()
+            .filter_map(|e| std::fs::read_to_string(e.join("out/data.txt")).ok())
+            .filter(|t| t.starts_with("all ["))
+            .collect::<Vec<_>>()
+    };
+    // `combine` shows its upstreams' names (as a report does); `transform` shows none.
+    p.write("exp.toml", &EXP.replace("[stages.side]", "[stages.extra]").replace("\"side\"]", "\"extra\"]"));
+    let status = p.run(&["status", "exp.toml"]);
+    assert!(stdout(&status).contains("upstream `extra` changed"), "{}", stdout(&status));
+    let r = p.run_json("exp.toml");
+    assert_eq!(with_status(&r, "ran"), ["all"], "{r:?}");
+    assert_eq!(r["extra"], "cached", "a renamed stage that shows no names keeps its key: {r:?}");
+    let texts = all_text(&p);
+    assert_eq!(texts.len(), 2);
+    assert!(texts.iter().any(|t| t.contains("== extra ==")), "{texts:?}");
+
+    // Its own name and the experiment's reach its output too.
+    p.write("exp.toml", &EXP.replace("[stages.all]", "[stages.everything]"));
+    let r = p.run_json("exp.toml");
+    assert_eq!(with_status(&r, "ran"), ["everything"], "{r:?}");
+    p.write("exp.toml", &EXP.replace("name = \"fresh\"", "name = \"renamed\""));
+    let r = p.run_json("exp.toml");
+    assert_eq!(with_status(&r, "ran"), ["all"], "{r:?}");
+}

@@ -183,3 +183,75 @@ fn unknown_kind_and_dangling_needs_are_reported() {
         bad_input(&p, "[stages.source]\nfile = \"input.txt\"\n[stages.t]\nkind = \"transform\"\nneeds = [\"sorce\"]\n");
     assert!(err.contains("needs `sorce`") && err.contains("did you mean `source`?"), "{err}");
 }
+
+#[test]
+fn unknown_keys_in_run_are_errors_with_a_suggestion_not_a_local_run() {
+    let p = Project::new(testbed());
+    let err = bad_input(&p, "[stages.source]\nfile = \"input.txt\"\n\n[run]\nexecuter = \"slurm\"\n");
+    assert!(err.contains("exp.toml:5:1: unknown key `executer` in [run]"), "{err}");
+    assert!(err.contains("did you mean `executor`?"), "{err}");
+    let err = bad_input(&p, "[stages.source]\nfile = \"input.txt\"\n\n[run]\nexecutor = \"slrum\"\n");
+    assert!(err.contains("exp.toml:5:") && err.contains("did you mean `slurm`?"), "{err}");
+    let err = bad_input(&p, "[stages.source]\nfile = \"input.txt\"\n\n[slrum]\npartition = \"gpu\"\n");
+    assert!(err.contains("exp.toml:4:") && err.contains("unknown table `slrum`"), "{err}");
+    // `status` checks them too.
+    let out = p.run(&["status", "exp.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn a_truncated_or_edited_last_run_record_does_not_break_status_or_explain() {
+    let p = Project::new(testbed());
+    p.write("input.txt", "x\n");
+    let exp = "[stages.source]\nfile = \"input.txt\"\n[stages.a]\nkind = \"transform\"\nfactor = 2\n\
+               [stages.b]\nkind = \"transform\"\nneeds = [\"a\"]\n";
+    p.write("exp.toml", exp);
+    p.run_json("exp.toml");
+    p.write("exp.toml", &exp.replace("factor = 2", "factor = 3"));
+    let record = p.path("cache/runs/exp/default/b.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let upstream_key = v["inputs"]["upstream"][0]["key"].as_str().unwrap().to_string();
+    let own_key = v["key"].as_str().unwrap().to_string();
+    for broken in [
+        // Valid JSON with keys cut short (what an editor or a bad merge leaves).
+        text.replace(&upstream_key, &upstream_key[..7]),
+        text.replace(&own_key, "é"),
+        // Cut off mid-file (a full disk, a copy interrupted).
+        text[..text.len() / 2].to_string(),
+    ] {
+        std::fs::write(&record, &broken).unwrap();
+        let out = p.run(&["explain", "exp.toml", "b"]);
+        assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+        assert!(stdout(&out).contains("its record cannot be read"), "{}", stdout(&out));
+        assert!(stdout(&out).contains("b.json"), "the record is named: {}", stdout(&out));
+        let out = p.run(&["status", "exp.toml"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).contains("record is unreadable"), "{}", stdout(&out));
+    }
+    // The next run rewrites it.
+    p.run_json("exp.toml");
+    let out = p.run(&["explain", "exp.toml", "b"]);
+    assert!(stdout(&out).contains("no differences: same key"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_rerun_keeps_the_killed_attempts_log_beside_its_own() {
+    let p = Project::new(testbed());
+    slow_experiment(&p, 2_000);
+    let key = key_of(&p, "exp.toml", "slow");
+    let mut child = p.cmd(&["run", "exp.toml", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_until_stage_runs(&p, &key);
+    // SAFETY: killing our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = p.run_json("exp.toml");
+    assert_eq!(r["slow"], "ran");
+    let previous = std::fs::read_to_string(p.path(&format!("cache/logs/{key}.previous.log")))
+        .expect("the killed attempt's log is kept");
+    assert!(previous.contains("execution 1 of `slow`"), "{previous}");
+    assert!(!previous.contains("execution 2"), "{previous}");
+    let published = std::fs::read_to_string(p.path(&format!("cache/objects/{}/{key}/log.txt", &key[..2]))).unwrap();
+    assert!(published.contains("execution 2 of `slow`") && !published.contains("execution 1"), "{published}");
+}

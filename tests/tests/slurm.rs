@@ -1,17 +1,18 @@
 //! The Slurm executor against a real single-node Slurm cluster on this machine, started by
 //! `tests/slurm/start.sh` (installed with apt-get if missing; root only). Where Slurm cannot be
-//! installed or started the cluster tests print why and pass without checking anything.
+//! installed or started the cluster tests print why and check nothing, except under `CI=true`,
+//! where they fail (see `common/slurm.rs`).
 //!
 //! Run: cargo test --release -p e2e-tests --test slurm
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::slurm::cluster;
 use common::*;
 
 /// Four stages: `a` and `side` both need `source`, `all` needs both. `a` sleeps `A_SLEEP_MS`.
@@ -43,32 +44,6 @@ count_file = "count.txt"
 poll_seconds = 0.2
 time = "5"
 "#;
-
-/// `SLURM_CONF` of the test cluster, or `None` (with the reason printed) where there is none.
-fn cluster() -> Option<&'static Path> {
-    static CONF: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let conf = CONF.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm/start.sh");
-        let out = Command::new("bash").arg(&script).output().expect("run tests/slurm/start.sh");
-        match out.status.code() {
-            Some(0) => {
-                let text = stdout(&out);
-                let conf = text.lines().rev().find_map(|l| l.strip_prefix("SLURM_CONF=")).expect("SLURM_CONF line");
-                Ok(PathBuf::from(conf.trim()))
-            }
-            // start.sh: 3 = Slurm cannot be installed or started on this machine.
-            Some(3) => Err(stderr(&out).trim().to_string()),
-            _ => panic!("tests/slurm/start.sh failed:\n{}\n{}", stdout(&out), stderr(&out)),
-        }
-    });
-    match conf {
-        Ok(p) => Some(p.as_path()),
-        Err(why) => {
-            eprintln!("skipping the Slurm test: {why}");
-            None
-        }
-    }
-}
 
 fn project(a_sleep_ms: u64) -> Project {
     let p = Project::new(testbed());
@@ -322,6 +297,33 @@ poll_seconds = 0.2
     let err = stderr(&out);
     assert!(err.contains("FAILED (exit code 1)"), "{err}");
     assert!(err.contains("about to fail on purpose"), "the log tail is shown: {err}");
+}
+
+#[test]
+fn without_a_cluster_the_slurm_tests_fail_under_ci_and_say_why_otherwise() {
+    // Runs one cluster test of this binary in a child process, with a cluster that cannot start.
+    let child = |ci: Option<&str>| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--exact",
+            "runs_through_slurm_with_the_keys_and_outputs_of_a_local_run_and_submits_nothing_twice",
+            "--nocapture",
+        ])
+        .env("PIPELINE_SLURM_UNAVAILABLE", "simulated by the test")
+        .env_remove("CI");
+        if let Some(ci) = ci {
+            c.env("CI", ci);
+        }
+        c.output().unwrap()
+    };
+    let out = child(Some("true"));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.status.success(), "under CI=true a missing cluster must fail the test:\n{text}");
+    assert!(text.contains("CI=true") && text.contains("simulated by the test"), "{text}");
+    let out = child(None);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("skipping the Slurm test: slurm-unavailable: simulated by the test"), "{text}");
 }
 
 #[test]

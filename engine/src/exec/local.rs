@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
-use super::{Backend, ExecEvent, Launch};
-use crate::context::{EVENT_PREFIX, WorkerEvent};
+use super::backend::{Backend, ExecEvent, Launch};
+use super::events::{EVENT_PREFIX, WorkerEvent};
 
 #[derive(Default)]
 pub struct LocalBackend {
@@ -103,7 +103,7 @@ impl Backend for LocalBackend {
         self.children.retain(|(i, _, _)| *i != idx);
     }
 
-    fn prepare(&mut self, executables: &[PathBuf]) {
+    fn prepare(&mut self, _to_run: &[usize], executables: &[PathBuf]) {
         self.pin(executables);
     }
 }

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::context::{CANCELLED, Progress, StageContext, WorkerEvent, send_event};
+use crate::context::{CANCELLED, Progress, StageContext};
+use crate::error::StageError;
+use crate::exec::events::{WorkerEvent, send_event};
 use crate::exec::job::JobFile;
 use crate::record::{Record, host_name, now_unix};
-use crate::stage::{Registry, StageError};
+use crate::stage::Registry;
 use crate::store::Store;
 
 pub const EXIT_CANCELLED: u8 = 130;
@@ -58,6 +60,11 @@ pub fn run_job(registry: &Registry, job: &JobFile) -> Result<(), StageError> {
         .get(&job.inputs.kind)
         .ok_or_else(|| StageError::msg(format!("this executable does not know stage kind `{}`", job.inputs.kind)))?;
     let store = Store::open(&job.cache_dir).map_err(StageError::domain)?;
+    // What this stage reads and writes stays out of gc's reach while it runs, even when the
+    // `pipeline run` that started it is gone (a cluster job outliving an interrupted run).
+    let pinned = std::iter::once(&job.key).chain(job.ancestors.iter().map(|a| &a.key));
+    let _pin =
+        store.pin(pinned, &format!("stage `{}` ({})", job.stage, job.key.short())).map_err(StageError::domain)?;
     if !job.force && store.has(&job.key) {
         send_event(&mut out, &WorkerEvent::Cached);
         return Ok(());
@@ -84,22 +91,7 @@ pub fn run_job(registry: &Registry, job: &JobFile) -> Result<(), StageError> {
     if job.threads > 0 {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(job.threads).build_global();
     }
-    let ctx = StageContext::new(
-        job.experiment.clone(),
-        job.variant.clone(),
-        job.stage.clone(),
-        job.inputs.kind.clone(),
-        job.key.clone(),
-        job.params_dir.clone(),
-        job.upstream.clone(),
-        job.ancestors.clone(),
-        job.external.clone(),
-        job.threads.max(1),
-        job.devices.clone(),
-        temp.out_dir(),
-        store.resume_dir(&job.key),
-        Progress::to_stdout(),
-    );
+    let ctx = StageContext::from_job(job, temp.out_dir(), store.resume_dir(&job.key), Progress::to_stdout());
     tracing::info!(stage = %job.stage, kind = %job.inputs.kind, key = %job.key, "running");
     let started_unix = now_unix();
     let start = Instant::now();
@@ -139,10 +131,17 @@ pub fn run_job(registry: &Registry, job: &JobFile) -> Result<(), StageError> {
         summary: ctx.take_summary(),
     };
     tracing::info!(seconds, "publishing");
-    if let Err(e) = store.publish(temp, record, job.log.as_deref(), &lock) {
+    if let Err(e) = store.publish(temp, record, own_log(job).as_deref(), &lock) {
         return Err(StageError::msg(format!("could not publish the output: {e}")));
     }
     let _ = std::fs::remove_dir_all(store.resume_dir(&job.key));
     send_event(&mut out, &WorkerEvent::Done { seconds });
     Ok(())
+}
+
+/// The log this worker writes: its stderr when that is a file (it stays the right file even if
+/// a concurrent run moved the key's log aside meanwhile), else the job file's log path.
+fn own_log(job: &JobFile) -> Option<std::path::PathBuf> {
+    let stderr = std::path::PathBuf::from("/proc/self/fd/2");
+    if std::fs::metadata(&stderr).is_ok_and(|m| m.is_file()) { Some(stderr) } else { job.log.clone() }
 }

@@ -1,4 +1,6 @@
-//! The typed experiment: `[experiment]`, `[stages.NAME]` tables, `[sweep]`, `[run]`, `[slurm]`.
+//! The typed experiment: `[experiment]`, `[stages.NAME]` tables and `[sweep]`. Every other
+//! top-level table (`[run]`, and the tables of the execution back-ends such as `[slurm]`) is
+//! kept as written for `exec::RunConfig`, which types it and rejects names it does not know.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,8 @@ use super::error::{SpecError, did_you_mean};
 use super::source::{Location, SourceMap};
 use super::sweep::{self, Variant};
 
-const TOP_LEVEL: &[&str] = &["experiment", "stages", "sweep", "run", "slurm"];
+/// The top-level tables this module types; `exec::RunConfig` types the others.
+pub const SPEC_TABLES: &[&str] = &["experiment", "stages", "sweep"];
 const EXPERIMENT_KEYS: &[&str] = &["name", "description", "extends"];
 
 /// One `[stages.NAME]` table before its parameters are typed by its stage kind.
@@ -34,10 +37,8 @@ pub struct Experiment {
     pub description: String,
     pub document: Document,
     pub variants: Vec<Variant>,
-    /// `[run]`: executor settings, read by the executors.
-    pub run: toml::Table,
-    /// `[slurm]`: read by the Slurm executor.
-    pub slurm: Option<toml::Table>,
+    /// Every other top-level key (`run`, a back-end's table), in file order, as written.
+    pub tables: IndexMap<String, toml::Value>,
 }
 
 impl Experiment {
@@ -50,17 +51,7 @@ impl Experiment {
             sources.key(&p).cloned()
         };
 
-        for key in document.table.keys() {
-            if !TOP_LEVEL.contains(&key.as_str()) {
-                let mut err = SpecError::at(at(&[key]).as_ref(), &file, format!("unknown table `{key}`"));
-                err = match did_you_mean(key, TOP_LEVEL.iter().copied()) {
-                    Some(s) => err.with_help(format!("did you mean `{s}`?")),
-                    None => err.with_help(format!("an experiment has the tables {}", TOP_LEVEL.join(", "))),
-                };
-                return Err(err);
-            }
-        }
-        for key in TOP_LEVEL {
+        for key in SPEC_TABLES {
             if let Some(v) = document.table.get(*key)
                 && !v.is_table()
             {
@@ -127,14 +118,20 @@ impl Experiment {
             }
         }
 
-        let run = document.table.get("run").and_then(|v| v.as_table()).cloned().unwrap_or_default();
-        let slurm = document.table.get("slurm").and_then(|v| v.as_table()).cloned();
+        let mut tables: Vec<(String, toml::Value)> = document
+            .table
+            .iter()
+            .filter(|(k, _)| !SPEC_TABLES.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        tables.sort_by_key(|(k, _)| at(&[k]).map(|l| (l.file, l.line, l.column)));
+        let tables = tables.into_iter().collect();
         let dir = path
             .parent()
             .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        Ok(Experiment { path: file, dir, name, description, document, variants, run, slurm })
+        Ok(Experiment { path: file, dir, name, description, document, variants, tables })
     }
 
     pub fn sources(&self) -> &SourceMap {
@@ -254,13 +251,6 @@ mod tests {
         assert_eq!(stages["split"].kind, "split");
         assert_eq!(stages["split"].needs.as_deref(), Some(&["dataset".to_string()][..]));
         assert_eq!(stages["split"].params["seed"].as_integer(), Some(3));
-    }
-
-    #[test]
-    fn unknown_top_level_table_suggests_a_fix() {
-        let e = load("[stagse.train]\n").unwrap_err();
-        assert_eq!(e.help.as_deref(), Some("did you mean `stages`?"));
-        assert_eq!(e.location.unwrap().line, 1);
     }
 
     #[test]

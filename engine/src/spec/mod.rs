@@ -8,6 +8,6 @@ pub mod sweep;
 
 pub use document::Document;
 pub use error::{SpecError, did_you_mean};
-pub use experiment::{Experiment, StageTable};
+pub use experiment::{Experiment, SPEC_TABLES, StageTable};
 pub use source::{Location, SourceMap};
 pub use sweep::{DEFAULT_VARIANT, Override, SweptValue, Variant, display_value};

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use engine::cli::{CacheArgs, load_plan, open_store};
+use engine::cli::CacheArgs;
+use engine::{Plan, Store};
 use plot::{BarChart, LegendPosition, LineChart};
 use serde_json::Value;
 
@@ -47,8 +48,8 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     if !["f1", "precision", "recall", "ap"].contains(&a.metric.as_str()) {
         bail!("--metric {}: use f1, precision, recall or ap", a.metric);
     }
-    let store = open_store(&a.cache)?;
-    let plan = load_plan(&a.experiment, registry, &store, &[], false)?;
+    let store = Store::open(&a.cache.cache_dir)?;
+    let plan = Plan::load(&a.experiment, registry, &store, &[], false)?;
     let (rows, missing) = collect(&plan, &store).map_err(|e| anyhow::anyhow!("{e}"))?;
     for m in &missing {
         eprintln!("warning: not run yet: {m} (run the experiment first)");

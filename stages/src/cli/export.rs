@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use engine::cli::{CacheArgs, load_plan, open_store};
+use engine::cli::CacheArgs;
+use engine::{Plan, Store};
 use polars::prelude::*;
 use serde_json::Value;
 
@@ -31,10 +32,10 @@ struct Row {
 }
 
 pub fn run(a: ExportArgs, registry: &engine::Registry) -> Result<()> {
-    let store = open_store(&a.cache)?;
+    let store = Store::open(&a.cache.cache_dir)?;
     let mut rows = Vec::new();
     for exp in &a.experiments {
-        let plan = load_plan(exp, registry, &store, &[], false)?;
+        let plan = Plan::load(exp, registry, &store, &[], false)?;
         let (found, missing) = crate::results::collect(&plan, &store).map_err(|e| anyhow::anyhow!("{e}"))?;
         for m in &missing {
             eprintln!("warning: not run yet, left out: {m} (run the experiment first)");

@@ -361,7 +361,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         state.epochs_done = epoch + 1;
         state.rows.push(row);
         let bytes = serde_json::to_vec_pretty(&state).map_err(|e| StageError::msg(e.to_string()))?;
-        engine::store::write_atomic(&resume.join("state.json"), &bytes)
+        engine::write_atomic(&resume.join("state.json"), &bytes)
             .map_err(|e| StageError::io(resume.join("state.json"), e))?;
     }
     finish(ctx, &resume, &state)

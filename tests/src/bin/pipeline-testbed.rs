@@ -2,9 +2,10 @@
 //! safety, concurrency, errors) is tested through the real CLI without any MIDOG stage.
 //!
 //! Kinds: `source` (copies an external file), `transform` (appends a line to its upstream's
-//! text), `combine` (concatenates all its upstreams), `gpu_probe` (wants GPUs and writes down
-//! the devices it was given). Each can sleep in small steps (to be
-//! killed or interrupted mid-stage) and append to a `count_file` (to count executions).
+//! text), `combine` (concatenates all its upstreams under their stage names, like a report
+//! that shows names), `gpu_probe` (wants GPUs and writes down the devices it was given). Each can sleep in small steps (to be
+//! killed or interrupted mid-stage), append to a `count_file` (to count executions; the
+//! execution's number also goes to the stage's log) and write `resume_bytes` of resume state.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,11 +26,12 @@ struct Cli {
 }
 
 /// Behaviour shared by every test kind (serde's `flatten` cannot be combined with
-/// `deny_unknown_fields`, so each params struct repeats these three fields).
+/// `deny_unknown_fields`, so each params struct repeats these fields).
 struct Common<'a> {
     sleep_ms: u64,
     count_file: &'a Option<PathBuf>,
     fail: bool,
+    resume_bytes: u64,
 }
 
 macro_rules! common_fields {
@@ -45,10 +47,17 @@ macro_rules! common_fields {
             count_file: Option<PathBuf>,
             /// Fail instead of producing output.
             fail: bool,
+            /// Bytes of resume state to write before sleeping (as a training's checkpoints).
+            resume_bytes: u64,
         }
         impl $name {
             fn common(&self) -> Common<'_> {
-                Common { sleep_ms: self.sleep_ms, count_file: &self.count_file, fail: self.fail }
+                Common {
+                    sleep_ms: self.sleep_ms,
+                    count_file: &self.count_file,
+                    fail: self.fail,
+                    resume_bytes: self.resume_bytes,
+                }
             }
         }
     };
@@ -64,19 +73,19 @@ common_fields!(GpuProbeParams { gpus: usize });
 
 impl Default for SourceParams {
     fn default() -> Self {
-        SourceParams { file: PathBuf::new(), sleep_ms: 0, count_file: None, fail: false }
+        SourceParams { file: PathBuf::new(), sleep_ms: 0, count_file: None, fail: false, resume_bytes: 0 }
     }
 }
 
 impl Default for TransformParams {
     fn default() -> Self {
-        TransformParams { factor: 1, weight: 1e-4, sleep_ms: 0, count_file: None, fail: false }
+        TransformParams { factor: 1, weight: 1e-4, sleep_ms: 0, count_file: None, fail: false, resume_bytes: 0 }
     }
 }
 
 impl Default for GpuProbeParams {
     fn default() -> Self {
-        GpuProbeParams { gpus: 1, sleep_ms: 0, count_file: None, fail: false }
+        GpuProbeParams { gpus: 1, sleep_ms: 0, count_file: None, fail: false, resume_bytes: 0 }
     }
 }
 
@@ -121,8 +130,9 @@ impl StageDef for Combine {
     type Params = CombineParams;
     const KIND: &'static str = "combine";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "concatenates its upstreams";
+    const SUMMARY: &'static str = "concatenates its upstreams under their names";
     const NEEDS: &'static [&'static str] = &[];
+    const NAMES_IN_OUTPUT: bool = true;
 }
 
 /// A stage that wants GPUs, so executors' GPU handling (Slurm's `--gres`) can be tested.
@@ -143,6 +153,13 @@ fn common(c: Common<'_>, ctx: &StageContext) -> Result<(), StageError> {
         let mut file =
             std::fs::OpenOptions::new().create(true).append(true).open(f).map_err(|e| StageError::io(f, e))?;
         writeln!(file, "{} {}", ctx.name, ctx.key).map_err(|e| StageError::io(f, e))?;
+        let text = std::fs::read_to_string(f).map_err(|e| StageError::io(f, e))?;
+        let n = text.lines().filter(|l| l.split_whitespace().next() == Some(ctx.name.as_str())).count();
+        eprintln!("execution {n} of `{}`", ctx.name);
+    }
+    if c.resume_bytes > 0 {
+        let p = ctx.resume_dir()?.join("state.bin");
+        std::fs::write(&p, vec![7u8; c.resume_bytes as usize]).map_err(|e| StageError::io(p, e))?;
     }
     let steps = c.sleep_ms / 20;
     ctx.progress().start(steps, "sleeping");
@@ -182,16 +199,16 @@ fn run_transform(p: &TransformParams, ctx: &StageContext) -> Result<(), StageErr
     common(p.common(), ctx)?;
     let up = ctx.inputs.first().ok_or_else(|| StageError::msg("transform needs one upstream"))?;
     let text = read(&up.dir)?;
-    write(ctx, &format!("{text}\n{} x{} w{}", ctx.name, p.factor, p.weight))
+    write(ctx, &format!("{text}\n{} x{} w{}", ctx.kind, p.factor, p.weight))
 }
 
 fn run_combine(p: &CombineParams, ctx: &StageContext) -> Result<(), StageError> {
     common(p.common(), ctx)?;
     let mut parts = Vec::new();
     for a in &ctx.inputs {
-        parts.push(read(&a.dir)?);
+        parts.push(format!("== {} ==\n{}", a.name, read(&a.dir)?));
     }
-    write(ctx, &parts.join("\n--\n"))?;
+    write(ctx, &format!("{} [{} / {}]\n{}", ctx.name, ctx.experiment, ctx.variant, parts.join("\n")))?;
     std::fs::write(ctx.out_dir().join("summary.txt"), format!("combined {} inputs\n", parts.len()))
         .map_err(|e| StageError::io(ctx.out_dir(), e))
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: throwaway project directories and the binaries.
 #![allow(dead_code)]
 
+pub mod slurm;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -128,4 +130,25 @@ pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// The key of a stage of an experiment, from `status --json`.
+pub fn key_of(p: &Project, exp: &str, stage: &str) -> String {
+    let out = p.run(&["status", exp, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json ({e}):\n{}\n{}", stdout(&out), stderr(&out)));
+    let row = v.as_array().unwrap().iter().find(|r| r["stage"] == stage).unwrap_or_else(|| panic!("no stage {stage}"));
+    row["key"].as_str().unwrap().to_string()
+}
+
+/// Waits until the stage with `key` is inside its run function: the test bed's `.started`
+/// marker is in its temporary output (other stages' markers do not count).
+pub fn wait_until_stage_runs(p: &Project, key: &str) {
+    wait_for(&format!("the stage {} to run", &key[..12]), 60, || {
+        std::fs::read_dir(p.path("cache/tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(key) && e.path().join("out/.started").exists())
+    });
 }

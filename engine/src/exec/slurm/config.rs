@@ -1,9 +1,7 @@
-//! `[slurm]` in an experiment file: where stages are submitted and what they ask for.
+//! `[slurm]` in an experiment file: where stages are submitted and what they ask for
+//! (`[run] executor = "slurm"` or `pipeline run EXP.toml --executor slurm` selects this back-end).
 //!
 //! ```toml
-//! [run]
-//! executor = "slurm"              # or: pipeline run EXP.toml --executor slurm
-//!
 //! [slurm]
 //! partition = "gpu"
 //! account = "pathology"
@@ -104,15 +102,17 @@ impl Default for SlurmConfig {
 }
 
 impl SlurmConfig {
-    /// Reads and checks `[slurm]` (absent: Slurm's defaults). `kinds` are the stage kinds the
-    /// binary knows, the only keys `[slurm.time]` and `[slurm.mem]` accept besides `default`.
-    pub fn from_experiment<'a>(
+    /// Reads and checks `[slurm]` of `exp` (absent: Slurm's defaults). `kinds` are the stage
+    /// kinds the binary knows, the only keys `[slurm.time]` and `[slurm.mem]` accept besides
+    /// `default`.
+    pub fn from_table<'a>(
+        table: Option<&toml::Table>,
         exp: &Experiment,
         kinds: impl IntoIterator<Item = &'a str>,
     ) -> Result<SlurmConfig, SpecError> {
         let kinds: Vec<&str> = kinds.into_iter().collect();
         let mut config = SlurmConfig { file: exp.path.clone(), ..SlurmConfig::default() };
-        let Some(table) = &exp.slurm else { return Ok(config) };
+        let Some(table) = table else { return Ok(config) };
         let at = |path: &[&str]| -> Option<Location> {
             let path: Vec<String> = std::iter::once("slurm").chain(path.iter().copied()).map(String::from).collect();
             exp.sources().key(&path).cloned()
@@ -276,7 +276,7 @@ mod tests {
         let p = dir.path().join("exp.toml");
         std::fs::write(&p, format!("[stages.train]\n{text}")).unwrap();
         let exp = Experiment::load(&p).unwrap();
-        SlurmConfig::from_experiment(&exp, ["train", "nms"])
+        SlurmConfig::from_table(exp.tables.get("slurm").and_then(|t| t.as_table()), &exp, ["train", "nms"])
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   cluster holds the whole DAG: it starts each stage as soon as its inputs exist, whatever the
 //!   poll interval, and finishes the pipeline even if `pipeline run` goes away. A failed job's
 //!   dependants are cancelled by Slurm and shown as skipped.
-//! - **Cached stages are never submitted**: the cache lookup in `exec::execute` comes first.
+//! - **Cached stages are never submitted**: the back-end only sees the to-run set of the run's
+//!   [`Schedule`] (the cache lookup, done once in front of every back-end).
 //! - **Job records** (`jobs/<key>.slurm.json`, see [`record`]) let a later run attach to jobs
 //!   still queued or running instead of submitting them again; `pipeline status` shows them.
 //! - **Ctrl-C leaves the jobs running** (so do SIGTERM and SIGHUP, e.g. a dropped ssh session):
@@ -38,7 +39,9 @@ use self::command::{QueuedJob, SlurmError};
 pub use self::config::SlurmConfig;
 use self::poll::{Poller, Shared, TrackedJob};
 use self::record::{JobPaths, SubmittedJob, now_unix_ms};
-use super::{Backend, ExecEvent, Interruption, Launch, label};
+use super::backend::{Backend, ExecEvent, Interruption, JobStatus, Launch};
+use super::label;
+use super::scheduler::Schedule;
 use crate::key::StageKey;
 use crate::plan::Plan;
 use crate::store::Store;
@@ -58,10 +61,15 @@ pub struct SlurmBackend {
 }
 
 impl SlurmBackend {
-    /// Prepares to run `plan`'s uncached stages: finds the jobs an earlier run left queued or
-    /// running, and checks that the Slurm commands are here when anything is to be submitted.
-    pub fn new(config: SlurmConfig, store: &Store, plan: &Plan) -> Result<SlurmBackend, SlurmError> {
-        let to_run: Vec<&StageKey> = plan.jobs.iter().map(|j| &j.key).filter(|k| !store.has(k)).collect();
+    /// Prepares to run `schedule`'s stages of `plan`: finds the jobs an earlier run left queued
+    /// or running, and checks that the Slurm commands are here when anything is to be submitted.
+    pub fn new(
+        config: SlurmConfig,
+        store: &Store,
+        plan: &Plan,
+        schedule: &Schedule,
+    ) -> Result<SlurmBackend, SlurmError> {
+        let to_run: Vec<&StageKey> = schedule.to_run().map(|i| &plan.jobs[i].key).collect();
         let earlier = if to_run.is_empty() { HashMap::new() } else { live_jobs(store, &to_run)? };
         if !to_run.is_empty() && earlier.is_empty() {
             command::check_installed()?;
@@ -123,6 +131,14 @@ impl Backend for SlurmBackend {
         true
     }
 
+    fn adopts(&self, key: &StageKey) -> bool {
+        self.earlier.contains_key(key)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        local_cache_warning(self.store.root()).into_iter().collect()
+    }
+
     fn launch(&mut self, launch: Launch<'_>, events: &Sender<ExecEvent>) -> Result<(), String> {
         self.start_poller(events);
         let job = launch.job;
@@ -181,12 +197,10 @@ impl Backend for SlurmBackend {
         let exe = self.executables.of(launch.exe, &self.store.root().join("jobs").join("bin"))?;
         let submission =
             script::submission(&self.config, &Launch { exe: &exe, ..launch }, &paths, &name, &after_ids, &self.workdir);
-        crate::store::write_atomic(&paths.script, submission.script.as_bytes())
+        crate::atomic::write_atomic(&paths.script, submission.script.as_bytes())
             .map_err(|e| format!("{}: {e}", paths.script.display()))?;
-        // Output of an earlier attempt must not pass for this job's.
-        for old in [&paths.log, &paths.events] {
-            let _ = std::fs::remove_file(old);
-        }
+        // Progress of an earlier attempt must not pass for this job's (its log was moved aside).
+        let _ = std::fs::remove_file(&paths.events);
         let started = Instant::now();
         let job_id = command::sbatch(&submission.args).map_err(|e| match e {
             SlurmError::Failed { stderr, .. } => format!("sbatch refused the job: {stderr}"),
@@ -288,35 +302,6 @@ fn live_jobs(store: &Store, keys: &[&StageKey]) -> Result<HashMap<StageKey, (Sub
         .collect())
 }
 
-/// What `pipeline status` says about a stage's latest Slurm job.
-#[derive(Debug, Clone)]
-pub struct JobStatus {
-    pub job_id: String,
-    /// Slurm's state, or `None` where Slurm could not be asked (the reason is in `note`).
-    pub state: Option<String>,
-    pub reason: String,
-    pub nodes: String,
-    pub elapsed: String,
-    pub note: Option<String>,
-}
-
-impl JobStatus {
-    pub fn is_live(&self) -> bool {
-        self.state.as_deref().is_some_and(|s| !command::is_final(s))
-    }
-
-    /// One phrase: "Slurm job 12 RUNNING on n1 for 1:02", "Slurm job 12 PENDING (Priority)".
-    pub fn describe(&self) -> String {
-        let id = &self.job_id;
-        match self.state.as_deref() {
-            None => format!("Slurm job {id}, state unknown ({})", self.note.as_deref().unwrap_or("?")),
-            Some("RUNNING") => format!("Slurm job {id} RUNNING on {} for {}", self.nodes, self.elapsed),
-            Some("PENDING") => format!("Slurm job {id} PENDING ({})", self.reason),
-            Some(state) => format!("Slurm job {id} {state}"),
-        }
-    }
-}
-
 /// The latest Slurm job of each of `keys` that Slurm still knows (one `squeue` for all).
 /// Keys never submitted are absent; so are jobs slurmctld has forgotten.
 pub fn job_statuses(store: &Store, keys: &[&StageKey]) -> HashMap<StageKey, JobStatus> {
@@ -333,43 +318,54 @@ pub fn job_statuses(store: &Store, keys: &[&StageKey]) -> HashMap<StageKey, JobS
             .into_iter()
             .filter_map(|(key, r)| {
                 let q = queued.get(&r.job_id).filter(|q| q.command == r.script.to_string_lossy())?;
+                let id = &r.job_id;
+                let description = match q.state.as_str() {
+                    "RUNNING" => format!("Slurm job {id} RUNNING on {} for {}", q.nodes, q.elapsed),
+                    "PENDING" => format!("Slurm job {id} PENDING ({})", q.reason),
+                    state => format!("Slurm job {id} {state}"),
+                };
+                let live = q.is_live();
                 Some((
                     key,
                     JobStatus {
+                        backend: "slurm",
                         job_id: r.job_id,
                         state: Some(q.state.clone()),
-                        reason: q.reason.clone(),
-                        nodes: q.nodes.clone(),
-                        elapsed: q.elapsed.clone(),
-                        note: None,
+                        live,
+                        queued: live && q.state == "PENDING",
+                        description,
                     },
                 ))
             })
             .collect(),
-        Err(e) => recorded
-            .into_iter()
-            .map(|(key, r)| {
-                let status = JobStatus {
-                    job_id: r.job_id,
-                    state: None,
-                    reason: String::new(),
-                    nodes: String::new(),
-                    elapsed: String::new(),
-                    note: Some(match e {
-                        SlurmError::NotInstalled { .. } => "no squeue on this machine".to_string(),
-                        ref other => other.to_string(),
-                    }),
-                };
-                (key, status)
-            })
-            .collect(),
+        Err(e) => {
+            let note = match e {
+                SlurmError::NotInstalled { .. } => "no squeue on this machine".to_string(),
+                ref other => other.to_string(),
+            };
+            recorded
+                .into_iter()
+                .map(|(key, r)| {
+                    let description = format!("Slurm job {}, state unknown ({note})", r.job_id);
+                    let status = JobStatus {
+                        backend: "slurm",
+                        job_id: r.job_id,
+                        state: None,
+                        live: false,
+                        queued: false,
+                        description,
+                    };
+                    (key, status)
+                })
+                .collect()
+        }
     }
 }
 
 /// A warning when the cache is on a file system that only this machine sees (ext4, xfs, btrfs,
 /// tmpfs, overlay, zfs): jobs on other nodes would find neither their job files nor their
 /// inputs. Network and cluster file systems, and anything unrecognised, pass silently.
-pub fn local_cache_warning(cache: &Path) -> Option<String> {
+fn local_cache_warning(cache: &Path) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(cache.as_os_str().as_bytes()).ok()?;
     // SAFETY: statfs(2) with a NUL-terminated path and a zeroed out-buffer of the right type.

@@ -14,7 +14,7 @@ use crossbeam_channel::Sender;
 
 use super::command::{self, JobEnd, QueuedJob};
 use super::record::JobPaths;
-use crate::context::{EVENT_PREFIX, WorkerEvent};
+use crate::exec::events::{EVENT_PREFIX, WorkerEvent};
 use crate::exec::{ExecEvent, worker};
 
 /// How long a completed job's published output may take to become visible here (NFS caches

@@ -70,7 +70,7 @@ impl SubmittedJob {
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::store::write_atomic(path, &bytes)
+        crate::atomic::write_atomic(path, &bytes)
     }
 }
 

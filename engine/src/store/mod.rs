@@ -5,23 +5,37 @@
 //! tmp/<key>.<pid>.<n>/     entries being written; never read, removed when stale
 //! work/<key>/              state an interrupted stage resumes from (e.g. epoch checkpoints)
 //! locks/<key>.lock         per-key advisory locks (the kernel releases them when a process dies)
-//! logs/<key>.log           the log of the latest attempt (kept for failures)
-//! runs/<exp>/<variant>/<stage>.json   the last key of each named stage (for status/explain)
-//! jobs/<key>.json          job files handed to workers (local processes or Slurm jobs)
+//! locks/gc.lock            held by `gc` while it removes; taken shared to create a pin
+//! pins/<pid>.<n>.json      the keys a running process uses or produces ([`Pin`]); gc keeps them
+//! logs/<key>.log           the log of the latest attempt; `<key>.previous.log` the one before
+//! runs/<exp>/<variant>/<stage>.json     the last key of each named stage (for status/explain)
+//! runs/<exp>/<variant>/<stage>.attempt  its latest attempt that did not publish (kept by gc)
+//! jobs/<key>.json          job files handed to workers (local processes or cluster jobs)
 //! memo/files.json          digests of external files by (device, inode, size, mtime)
 //! ```
+//!
+//! Every file in `jobs/` and `logs/` whose name starts with `<key>.` belongs to that key: the
+//! back-ends name their own side files that way (`jobs/<key>.slurm.sh`) and the store removes
+//! them with the key without knowing what they are.
 //!
 //! Publication is atomic: a stage writes into `tmp/`, every file and directory is fsynced, the
 //! directory is renamed into `objects/`, and `objects/ab/` is fsynced. A killed run leaves at most
 //! a stale `tmp/` directory, which the next holder of the key's lock removes.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod gc;
+mod lock;
+mod pin;
+mod runs;
 
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use self::gc::{AreaUsage, GcReport, Removal, Usage};
+pub use self::lock::KeyLock;
+pub use self::pin::Pin;
+use crate::atomic::{fsync_dir, fsync_tree, unique_suffix};
 use crate::key::StageKey;
-use crate::record::{LastRun, OutputFile, Record};
+use crate::record::{OutputFile, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,15 +61,12 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError +
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
+/// The store's top-level directories.
+const AREAS: [&str; 9] = ["objects", "tmp", "work", "locks", "pins", "logs", "runs", "jobs", "memo"];
+
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
-}
-
-/// An exclusive advisory lock on one key, released on drop or when the process dies.
-#[derive(Debug)]
-pub struct KeyLock {
-    _file: File,
 }
 
 /// A directory in `tmp/` a stage writes its outputs into.
@@ -75,11 +86,9 @@ impl TempEntry {
     }
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for sub in ["objects", "tmp", "work", "locks", "logs", "runs", "jobs", "memo"] {
+        for sub in AREAS {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
@@ -123,34 +132,27 @@ impl Store {
         self.root.join("logs").join(format!("{key}.log"))
     }
 
+    /// The log of the attempt before the latest (see [`Store::start_log`]).
+    pub fn previous_log_path(&self, key: &StageKey) -> PathBuf {
+        self.root.join("logs").join(format!("{key}.previous.log"))
+    }
+
+    /// The log path of a new attempt at `key`: the latest attempt's log, if any, becomes the
+    /// previous one, so a rerun after a crash or a kill keeps the log that says what happened.
+    pub fn start_log(&self, key: &StageKey) -> PathBuf {
+        let log = self.log_path(key);
+        if log.is_file() {
+            let _ = fs::rename(&log, self.previous_log_path(key));
+        }
+        log
+    }
+
     pub fn job_path(&self, key: &StageKey) -> PathBuf {
         self.root.join("jobs").join(format!("{key}.json"))
     }
 
     pub fn memo_path(&self) -> PathBuf {
         self.root.join("memo").join("files.json")
-    }
-
-    fn lock_file(&self, key: &StageKey) -> Result<File, StoreError> {
-        let path = self.root.join("locks").join(format!("{key}.lock"));
-        File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))
-    }
-
-    /// Blocks until this process holds the key.
-    pub fn lock(&self, key: &StageKey) -> Result<KeyLock, StoreError> {
-        let file = self.lock_file(key)?;
-        file.lock().map_err(|source| StoreError::Io { path: self.root.join("locks"), source })?;
-        Ok(KeyLock { _file: file })
-    }
-
-    /// Takes the key's lock if nobody holds it.
-    pub fn try_lock(&self, key: &StageKey) -> Result<Option<KeyLock>, StoreError> {
-        let file = self.lock_file(key)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(KeyLock { _file: file })),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(source)) => Err(StoreError::Io { path: self.root.join("locks"), source }),
-        }
     }
 
     /// Removes temporary directories of `key` left by killed runs. Call with the key's lock held.
@@ -181,8 +183,7 @@ impl Store {
 
     /// A fresh temporary entry for `key`, with an empty `out/`. Call with the key's lock held.
     pub fn new_temp(&self, key: &StageKey, _lock: &KeyLock) -> Result<TempEntry, StoreError> {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = self.root.join("tmp").join(format!("{key}.{}.{n}", std::process::id()));
+        let dir = self.root.join("tmp").join(format!("{key}.{}", unique_suffix()));
         fs::create_dir_all(dir.join("out")).map_err(io_err(&dir))?;
         Ok(TempEntry { dir, key: key.clone() })
     }
@@ -208,61 +209,19 @@ impl Store {
         let bytes = serde_json::to_vec_pretty(&record)
             .map_err(|e| StoreError::Corrupt { path: record_path.clone(), message: e.to_string() })?;
         fs::write(&record_path, bytes).map_err(io_err(&record_path))?;
-        fsync_tree(&temp.dir)?;
+        fsync_tree(&temp.dir).map_err(io_err(&temp.dir))?;
 
         let dest = self.object_dir(&temp.key);
         let parent = dest.parent().expect("object dirs have a parent");
         fs::create_dir_all(parent).map_err(io_err(parent))?;
         if dest.exists() {
-            let trash = self.root.join("tmp").join(format!("{}.replaced.{}", temp.key, std::process::id()));
+            let trash = self.root.join("tmp").join(format!("{}.replaced.{}", temp.key, unique_suffix()));
             fs::rename(&dest, &trash).map_err(io_err(&dest))?;
             let _ = fs::remove_dir_all(&trash);
         }
         fs::rename(&temp.dir, &dest).map_err(io_err(&dest))?;
-        fsync_dir(parent)?;
+        fsync_dir(parent).map_err(io_err(parent))?;
         Ok(())
-    }
-
-    pub fn save_last_run(
-        &self,
-        experiment: &str,
-        variant: &str,
-        stage: &str,
-        last: &LastRun,
-    ) -> Result<(), StoreError> {
-        let path = self.last_run_path(experiment, variant, stage);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
-        }
-        let bytes = serde_json::to_vec_pretty(last)
-            .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
-        write_atomic(&path, &bytes).map_err(io_err(&path))
-    }
-
-    pub fn last_run(&self, experiment: &str, variant: &str, stage: &str) -> Option<LastRun> {
-        let bytes = fs::read(self.last_run_path(experiment, variant, stage)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    fn last_run_path(&self, experiment: &str, variant: &str, stage: &str) -> PathBuf {
-        self.root.join("runs").join(slug(experiment)).join(slug(variant)).join(format!("{}.json", slug(stage)))
-    }
-
-    /// Every last-run pointer in the store (for `gc` without `--keep`).
-    pub fn all_last_runs(&self) -> Vec<LastRun> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.root.join("runs")];
-        while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if let Some(l) = fs::read(&p).ok().and_then(|b| serde_json::from_slice::<LastRun>(&b).ok()) {
-                    out.push(l);
-                }
-            }
-        }
-        out
     }
 
     /// Every published key with its size in bytes.
@@ -279,21 +238,47 @@ impl Store {
         out
     }
 
-    /// Removes a published entry (rename first, so readers never see half of one).
-    pub fn remove_object(&self, key: &StageKey, _lock: &KeyLock) -> Result<(), StoreError> {
+    /// Removes a published entry (rename first, so readers never see half of one) with
+    /// everything else the store keeps for its key: resume state, logs, job files and the
+    /// back-ends' side files.
+    pub fn remove_object(&self, key: &StageKey, lock: &KeyLock) -> Result<(), StoreError> {
         let dir = self.object_dir(key);
-        let trash = self.root.join("tmp").join(format!("{key}.gc.{}", std::process::id()));
+        let trash = self.root.join("tmp").join(format!("{key}.gc.{}", unique_suffix()));
         fs::rename(&dir, &trash).map_err(io_err(&dir))?;
         fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
-        let _ = fs::remove_file(self.log_path(key));
-        let _ = fs::remove_dir_all(self.resume_dir(key));
-        // The key's job file and, after Slurm runs, its batch script, job record and event log.
-        let job = self.job_path(key);
-        for side in [job.clone(), job.with_extension("slurm.sh"), job.with_extension("slurm.json")] {
-            let _ = fs::remove_file(side);
-        }
-        let _ = fs::remove_file(self.log_path(key).with_extension("events"));
+        self.remove_side_files(key, lock);
         Ok(())
+    }
+
+    /// Removes what the store keeps for a key besides its entry: `work/<key>/` and every
+    /// `jobs/<key>.*` and `logs/<key>.*`. Returns the bytes freed.
+    pub fn remove_side_files(&self, key: &StageKey, _lock: &KeyLock) -> u64 {
+        let mut freed = 0;
+        let work = self.resume_dir(key);
+        if work.exists() {
+            freed += dir_size(&work);
+            let _ = fs::remove_dir_all(&work);
+        }
+        for path in self.side_files(key) {
+            freed += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let _ = fs::remove_file(path);
+        }
+        freed
+    }
+
+    /// The files in `jobs/` and `logs/` that belong to `key` (named `<key>.…`).
+    pub fn side_files(&self, key: &StageKey) -> Vec<PathBuf> {
+        let prefix = format!("{key}.");
+        let mut out = Vec::new();
+        for area in ["jobs", "logs"] {
+            for e in fs::read_dir(self.root.join(area)).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) && e.file_type().is_ok_and(|t| t.is_file()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
     }
 }
 
@@ -341,52 +326,22 @@ fn list_outputs(out: &Path) -> Result<Vec<OutputFile>, StoreError> {
         .collect()
 }
 
-fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
-    for e in fs::read_dir(dir).map_err(io_err(dir))? {
-        let e = e.map_err(io_err(dir))?;
-        let p = e.path();
-        if e.file_type().map_err(io_err(&p))?.is_dir() {
-            fsync_tree(&p)?;
-        } else {
-            File::open(&p).and_then(|f| f.sync_all()).map_err(io_err(&p))?;
-        }
-    }
-    fsync_dir(dir)
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
-}
-
-/// Writes a small file atomically (temp file, fsync, rename, fsync directory).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(parent) = path.parent() {
-            File::open(parent)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
+/// The space `path` takes on disk (allocated blocks, as `du` counts them), files and
+/// directories below it included.
 pub fn dir_size(path: &Path) -> u64 {
-    let mut total = 0;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else { return 0 };
+    let mut total = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return total;
+    }
     let mut stack = vec![path.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-                Err(_) => {}
+            let Ok(meta) = e.metadata() else { continue };
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                stack.push(e.path());
             }
         }
     }
@@ -395,8 +350,11 @@ pub fn dir_size(path: &Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::key::KeyInputs;
+    use crate::record::LastRun;
 
     fn key(n: u8) -> StageKey {
         KeyInputs {
@@ -405,6 +363,7 @@ mod tests {
             params: serde_json::json!({}),
             upstream: vec![],
             external: vec![],
+            names: None,
         }
         .key()
     }
@@ -418,6 +377,7 @@ mod tests {
                 params: serde_json::json!({}),
                 upstream: vec![],
                 external: vec![],
+                names: None,
             },
             experiment: "e".into(),
             variant: "default".into(),
@@ -450,34 +410,154 @@ mod tests {
         assert_eq!(std::fs::read(store.out_dir(&k).join("a.txt")).unwrap(), b"abc");
     }
 
+    fn publish(store: &Store, k: &StageKey) {
+        let lock = store.lock(k).unwrap();
+        let temp = store.new_temp(k, &lock).unwrap();
+        std::fs::write(temp.out_dir().join("a.txt"), b"abc").unwrap();
+        store.publish(temp, record(k), None, &lock).unwrap();
+    }
+
     #[test]
-    fn removing_an_entry_removes_its_log_job_and_slurm_files() {
+    fn removing_an_entry_removes_every_file_named_after_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let k = key(4);
-        let lock = store.lock(&k).unwrap();
-        let temp = store.new_temp(&k, &lock).unwrap();
-        std::fs::write(temp.out_dir().join("a.txt"), b"abc").unwrap();
-        store.publish(temp, record(&k), None, &lock).unwrap();
+        publish(&store, &k);
         let job = store.job_path(&k);
+        // The store does not know what back-ends name their files; the `<key>.` prefix says whose they are.
         let side = [
             store.log_path(&k),
+            store.previous_log_path(&k),
             store.log_path(&k).with_extension("events"),
             job.clone(),
-            job.with_extension("slurm.sh"),
+            job.with_extension("pbs.sh"),
             job.with_extension("slurm.json"),
         ];
         for p in &side {
             std::fs::write(p, b"x").unwrap();
         }
+        std::fs::create_dir_all(store.resume_dir(&k)).unwrap();
         let other = store.job_path(&key(5));
         std::fs::write(&other, b"x").unwrap();
+        let lock = store.lock(&k).unwrap();
         store.remove_object(&k, &lock).unwrap();
         assert!(!store.has(&k));
         for p in &side {
             assert!(!p.exists(), "{} left behind", p.display());
         }
+        assert!(!store.resume_dir(&k).exists());
         assert!(other.exists(), "another key's job file was removed");
+    }
+
+    #[test]
+    fn a_new_attempt_keeps_the_previous_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let k = key(6);
+        std::fs::write(store.start_log(&k), b"attempt 1").unwrap();
+        std::fs::write(store.start_log(&k), b"attempt 2").unwrap();
+        assert_eq!(std::fs::read(store.previous_log_path(&k)).unwrap(), b"attempt 1");
+        assert_eq!(std::fs::read(store.log_path(&k)).unwrap(), b"attempt 2");
+    }
+
+    #[test]
+    fn gc_keeps_the_keep_set_and_pinned_keys_and_removes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (kept, pinned, dropped, running) = (key(10), key(11), key(12), key(13));
+        for k in [&kept, &pinned, &dropped, &running] {
+            publish(&store, k);
+        }
+        // Resume state of an attempt nobody keeps, and of one a pin holds.
+        let (abandoned, resuming) = (key(14), key(15));
+        for k in [&abandoned, &resuming] {
+            std::fs::create_dir_all(store.resume_dir(k)).unwrap();
+            std::fs::write(store.resume_dir(k).join("last.safetensors"), vec![0u8; 10_000]).unwrap();
+            std::fs::write(store.log_path(k), b"log").unwrap();
+        }
+        let pin = store.pin([&pinned, &resuming], "test run").unwrap();
+        let held = store.lock(&running).unwrap();
+        let keep: HashSet<StageKey> = [kept.clone()].into();
+
+        let dry = store.gc(&keep, true).unwrap();
+        let would: HashSet<&StageKey> = dry.removed.iter().map(|r| &r.key).collect();
+        assert_eq!(would, [&dropped, &abandoned].into());
+        assert!(store.has(&dropped) && store.resume_dir(&abandoned).exists(), "a dry run removes nothing");
+
+        let report = store.gc(&keep, false).unwrap();
+        assert_eq!(report.removed.len(), 2);
+        assert!(!store.has(&dropped));
+        assert!(!store.resume_dir(&abandoned).exists() && !store.log_path(&abandoned).exists());
+        assert!(store.has(&kept) && store.has(&pinned) && store.has(&running));
+        assert!(store.resume_dir(&resuming).exists());
+        let in_use: HashSet<&StageKey> = report.in_use.iter().map(|(k, _)| k).collect();
+        assert_eq!(in_use, [&pinned, &running].into());
+        assert_eq!(report.holders.len(), 1);
+        assert!(report.holders[0].starts_with("test run (pid "), "{:?}", report.holders);
+        let after = report.after.unwrap();
+        assert!(after.total() < report.before.total());
+        assert!(after.areas.iter().any(|a| a.name == "objects" && a.bytes > 0));
+
+        // Released pins and locks protect nothing.
+        drop(pin);
+        drop(held);
+        let report = store.gc(&keep, false).unwrap();
+        assert_eq!(report.removed.iter().filter(|r| r.entry).count(), 2);
+        assert!(!store.resume_dir(&resuming).exists());
+        assert!(store.has(&kept));
+        assert_eq!(std::fs::read_dir(dir.path().join("pins")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_dead_processs_pin_is_ignored_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let k = key(20);
+        publish(&store, &k);
+        // A pin file nobody holds a lock on: what a killed process leaves.
+        let stale = dir.path().join("pins").join("1.0.json");
+        let keys = vec![k.clone()];
+        std::fs::write(
+            &stale,
+            serde_json::to_vec(&serde_json::json!({"holder": "x", "pid": 1, "host": "h", "keys": keys})).unwrap(),
+        )
+        .unwrap();
+        let report = store.gc(&HashSet::new(), false).unwrap();
+        assert_eq!(report.removed.len(), 1);
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn latest_keys_are_the_last_runs_and_unfinished_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (done, attempt, superseded) = (key(30), key(31), key(32));
+        let last = |k: &StageKey| LastRun {
+            key: k.clone(),
+            inputs: record(k).inputs,
+            external_paths: Default::default(),
+            recorded_unix: 0,
+        };
+        store.save_last_run("e", "default", "a", &last(&done)).unwrap();
+        store.save_attempt("e", "default", "b", &superseded).unwrap();
+        store.save_attempt("e", "default", "b", &attempt).unwrap();
+        assert_eq!(store.latest_keys(), [done.clone(), attempt.clone()].into());
+        // A published attempt is no unfinished one any more.
+        store.save_last_run("e", "default", "b", &last(&attempt)).unwrap();
+        assert_eq!(store.latest_keys(), [done, attempt].into());
+        assert!(!dir.path().join("runs/e/default/b.attempt").exists());
+    }
+
+    #[test]
+    fn an_unreadable_last_run_is_an_error_not_a_panic_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.last_run("e", "default", "a").unwrap().is_none());
+        let path = dir.path().join("runs/e/default/a.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, br#"{"key": "0123", "inputs""#).unwrap();
+        let e = store.last_run("e", "default", "a").unwrap_err();
+        assert!(e.to_string().contains("a.json"), "{e}");
     }
 
     #[test]
