@@ -38,6 +38,9 @@ pub struct StageContext {
     resume_dir: PathBuf,
     progress: Progress,
     summary: Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// `file:line:column` of the stage's table and of the params set in the experiment files.
+    table_location: Option<String>,
+    param_locations: std::collections::BTreeMap<String, String>,
 }
 
 impl StageContext {
@@ -60,6 +63,8 @@ impl StageContext {
             resume_dir,
             progress,
             summary: Mutex::new(Default::default()),
+            table_location: job.table_location.clone(),
+            param_locations: job.param_locations.clone(),
         }
     }
 
@@ -92,6 +97,8 @@ impl StageContext {
             resume_dir: dir.join("resume"),
             progress: Progress::silent(),
             summary: Mutex::new(Default::default()),
+            table_location: None,
+            param_locations: Default::default(),
         }
     }
 
@@ -149,6 +156,26 @@ impl StageContext {
     }
 
     /// Adds a fact to the stage's record (shown by `pipeline explain`, kept in `record.json`).
+    /// An error about one of this stage's params that only shows at run time (it depends on the
+    /// data): it names the experiment file, line and column where the param (or its nearest
+    /// enclosing table) is set, or, for a param left at its default, the stage's table, and the
+    /// param's full key, e.g. `exp.toml:31:1: stages.train.domain_adversarial: …`.
+    pub fn param_error(&self, path: &[&str], message: impl std::fmt::Display) -> StageError {
+        let dotted = path.join(".");
+        let located = (0..=path.len()).rev().find_map(|n| {
+            let p = path[..n].join(".");
+            self.param_locations.get(&p).map(|l| (l, n == path.len()))
+        });
+        let key = format!("stages.{}{}{}", self.name, if dotted.is_empty() { "" } else { "." }, dotted);
+        let text = match (located, &self.table_location) {
+            (Some((loc, true)), _) => format!("{loc}: {key}: {message}"),
+            (Some((loc, false)), _) => format!("{loc}: {key} (in this table): {message}"),
+            (None, Some(table)) => format!("{table}: {key} (not set: its default): {message}"),
+            (None, None) => format!("{key}: {message}"),
+        };
+        StageError::Message(text)
+    }
+
     pub fn set_summary(&self, key: &str, value: impl Into<serde_json::Value>) {
         if let Ok(mut s) = self.summary.lock() {
             s.insert(key.to_string(), value.into());

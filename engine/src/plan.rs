@@ -2,7 +2,7 @@
 //! checked for cycles, keyed in topological order, and de-duplicated across variants into jobs
 //! (a stage with the same key in several variants runs once).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -34,6 +34,10 @@ pub struct PlannedStage {
     pub resources: Resources,
     pub worker: Option<&'static str>,
     pub location: Option<Location>,
+    /// Where each param set in the experiment files is (dotted path inside the stage table →
+    /// `file:line:column`), so that a stage can name the line of a param whose value only turns
+    /// out wrong at run time ([`crate::StageContext::param_error`]).
+    pub param_locations: BTreeMap<String, String>,
     /// Where this stage's relative path params resolve (see [`crate::stage::StageDef::PATH_PARAMS`]).
     pub params_dir: PathBuf,
 }
@@ -325,6 +329,11 @@ fn plan_variant(
                 ancestors,
                 external,
                 location: sources.key(&path_of(&["stages", &name])).cloned(),
+                param_locations: sources
+                    .keys_under(&path_of(&["stages", &name]))
+                    .into_iter()
+                    .map(|(k, l)| (k, l.to_string()))
+                    .collect(),
                 params_dir,
             },
         );

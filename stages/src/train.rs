@@ -163,7 +163,8 @@ impl StageDef for TrainStage {
         }
         if let Some(da) = &p.domain_adversarial {
             da.validate()?;
-            da.level_indices(p.model.pyramid_levels()).map_err(|e| ParamError::new(&["domain_adversarial", "levels"], e))?;
+            da.level_indices(p.model.pyramid_levels())
+                .map_err(|e| ParamError::new(&["domain_adversarial", "levels"], e))?;
         }
         Ok(())
     }

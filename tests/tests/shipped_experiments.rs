@@ -165,7 +165,8 @@ fn domain_generalization_study_runs_and_held_out_labels_only_score() {
     let p = Project::new(pipeline_bin());
     let file = tiny(&p, "domain-generalization", &[]);
     // Every method at CI size: 4 images per scanner, so 2 GT450 test images and 2 unlabelled.
-    let text = std::fs::read_to_string(p.path(&file)).unwrap().replace("images_per_scanner = 3", "images_per_scanner = 4");
+    let text =
+        std::fs::read_to_string(p.path(&file)).unwrap().replace("images_per_scanner = 3", "images_per_scanner = 4");
     p.write(&file, &text);
     let r = p.run_json(&file);
     for v in ["none", "hed-jitter", "stain-norm", "fourier", "dann", "fourier-dann", "oracle"] {

@@ -271,6 +271,8 @@ pub fn job_file(plan: &Plan, job: &Job, store: &Store, threads: usize, devices: 
         devices,
         force,
         log: Some(store.log_path(&job.key)),
+        table_location: s.location.as_ref().map(|l| l.to_string()),
+        param_locations: s.param_locations.clone(),
     }
 }
 

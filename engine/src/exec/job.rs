@@ -29,6 +29,11 @@ pub struct JobFile {
     pub force: bool,
     /// The log file the worker's stderr goes to; copied into the published entry.
     pub log: Option<PathBuf>,
+    /// `file:line:column` of the stage's table and of each param set in the experiment files.
+    #[serde(default)]
+    pub table_location: Option<String>,
+    #[serde(default)]
+    pub param_locations: std::collections::BTreeMap<String, String>,
 }
 
 impl JobFile {

@@ -115,9 +115,9 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
     let mut timed_start = None;
     let mut waited = 0.0;
     let mut run = |opt: &mut FlatOptimizer,
-               scaler: &mut LossScaler,
-               pixels: &tch::Tensor,
-               boxes: &[Vec<[f32; 4]>]|
+                   scaler: &mut LossScaler,
+                   pixels: &tch::Tensor,
+                   boxes: &[Vec<[f32; 4]>]|
      -> Result<()> {
         let images = net.normalize(&midog_model::transform::upload(pixels, dev), channels_last);
         let targets = crate::train::targets_of(boxes, cfg.num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;

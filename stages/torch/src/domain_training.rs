@@ -62,18 +62,20 @@ pub fn prepare(
     }
     let da = p.domain_adversarial.as_ref();
     let fourier = p.augment.fourier.as_ref();
-    let want_unlabelled = da.is_some_and(|d| d.unlabelled_per_batch > 0)
-        || fourier.is_some_and(|f| f.styles != StyleSource::Training);
+    let want_unlabelled =
+        da.is_some_and(|d| d.unlabelled_per_batch > 0) || fourier.is_some_and(|f| f.styles != StyleSource::Training);
     if want_unlabelled && split.unlabelled.is_empty() {
-        let key = if da.is_some_and(|d| d.unlabelled_per_batch > 0) {
-            "domain_adversarial.unlabelled_per_batch"
+        let (key, fix) = if da.is_some_and(|d| d.unlabelled_per_batch > 0) {
+            (["domain_adversarial", "unlabelled_per_batch"].as_slice(), "set unlabelled_per_batch = 0")
         } else {
-            "augment.fourier.styles"
+            (["augment", "fourier", "styles"].as_slice(), "set styles = \"training\"")
         };
-        return Err(StageError::msg(format!(
-            "stages.{}.{key}: the split keeps no unlabelled images (a scanner without labels, e.g. GT450, that is not a test set); set unlabelled_per_batch = 0 / styles = \"training\", or use a dataset with unlabelled images",
-            ctx.name
-        )));
+        return Err(ctx.param_error(
+            key,
+            format!(
+                "the split keeps no unlabelled images (images of a scanner without labels, e.g. GT450, that are not test images); {fix}, or use a dataset with unlabelled images"
+            ),
+        ));
     }
     let first_unlabelled = images.len();
     let mut unlabelled_sizes = Vec::new();
@@ -88,18 +90,23 @@ pub fn prepare(
 
     let stain = match p.stain_norm {
         Some(method) => {
-            let what = format!("stages.{}.stain_norm = \"{}\"", ctx.name, method.method().name());
+            let what = format!("stain normalisation ({})", method.method().name());
+            let located = |e: StageError| ctx.param_error(&["stain_norm"], e);
             let paths: Vec<_> = train.images.iter().map(|i| i.path.clone()).collect();
-            let reference = crate::stain_norm::reference(&paths, method.method(), &what)?;
+            let reference = crate::stain_norm::reference(&paths, method.method(), &what).map_err(located)?;
             let all: Vec<_> = images.iter().map(|i| i.path.clone()).collect();
-            for (image, t) in images.iter_mut().zip(reference.transforms(&all, &what)?) {
+            for (image, t) in images.iter_mut().zip(reference.transforms(&all, &what).map_err(located)?) {
                 image.stain = Some(t);
             }
             let val_paths: Vec<_> = val.images.iter().map(|i| i.path.clone()).collect();
-            for (image, t) in val.images.iter_mut().zip(reference.transforms(&val_paths, &what)?) {
+            for (image, t) in val.images.iter_mut().zip(reference.transforms(&val_paths, &what).map_err(located)?) {
                 image.stain = Some(t);
             }
-            tracing::info!("stain normalisation ({}) to the reference of {} training images", method.method().name(), paths.len());
+            tracing::info!(
+                "stain normalisation ({}) to the reference of {} training images",
+                method.method().name(),
+                paths.len()
+            );
             Some(reference)
         }
         None => None,
@@ -127,12 +134,18 @@ pub fn prepare(
             domains.sort();
             domains.dedup();
             if domains.len() < 2 {
-                return Err(StageError::msg(format!(
-                    "stages.{}.domain_adversarial: domain-adversarial training needs at least two domains, but the training images are all from {} and {}; train on several scanners, or keep unlabelled images of another scanner in the split and set unlabelled_per_batch > 0",
-                    ctx.name,
-                    domains.first().map(String::as_str).unwrap_or("no scanner"),
-                    if d.unlabelled_per_batch == 0 { "unlabelled_per_batch = 0" } else { "no unlabelled images of another scanner are used" }
-                )));
+                let why = if d.unlabelled_per_batch == 0 {
+                    "unlabelled_per_batch = 0"
+                } else {
+                    "the unlabelled images are of the same scanner"
+                };
+                return Err(ctx.param_error(
+                    &["domain_adversarial"],
+                    format!(
+                        "domain-adversarial training needs at least two domains (scanners), but every training image is from {} and {why}; train on several scanners, or keep unlabelled images of another scanner and set unlabelled_per_batch > 0",
+                        domains.first().map(String::as_str).unwrap_or("no scanner"),
+                    ),
+                ));
             }
             tracing::info!("domain-adversarial training over {} domains: {}", domains.len(), domains.join(", "));
             Some(DomainTrainer::new(p, d, domains, device)?)
@@ -278,7 +291,8 @@ pub fn unlabelled_patches(
     seed: u64,
     epoch: u32,
 ) -> Vec<Vec<PatchSpec>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(stages::artifact::sample_plan::mix(seed ^ 0x756e_6c61_6265_6c6c, epoch as u64));
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(stages::artifact::sample_plan::mix(seed ^ 0x756e_6c61_6265_6c6c, epoch as u64));
     (0..batches)
         .map(|_| {
             (0..per_batch)
@@ -344,8 +358,21 @@ mod tests {
                 let mut scaler = LossScaler::new(Precision::Fp32);
                 let mut rows = Vec::new();
                 for _ in 0..2 {
-                    let domain = Some(DomainBatch { trainer: &mut trainer, labels: labels.shallow_clone(), lambda: 0.7 });
-                    let r = train_step(net.as_ref(), &mut opt, &vs, &images, &t, 2, domain, Precision::Fp32, &mut scaler, 1e-3, None);
+                    let domain =
+                        Some(DomainBatch { trainer: &mut trainer, labels: labels.shallow_clone(), lambda: 0.7 });
+                    let r = train_step(
+                        net.as_ref(),
+                        &mut opt,
+                        &vs,
+                        &images,
+                        &t,
+                        2,
+                        domain,
+                        Precision::Fp32,
+                        &mut scaler,
+                        1e-3,
+                        None,
+                    );
                     rows.push(Vec::<f32>::try_from(r).unwrap());
                 }
                 rows

@@ -85,7 +85,10 @@ impl StainReference {
     }
 
     /// The reference a checkpoint carries (None: trained without stain normalisation).
-    pub fn from_metadata(path: &Path, metadata: &HashMap<String, String>) -> Result<Option<StainReference>, StageError> {
+    pub fn from_metadata(
+        path: &Path,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Option<StainReference>, StageError> {
         metadata
             .get(METADATA_KEY)
             .map(|json| {
@@ -171,14 +174,20 @@ mod tests {
         let mut pixels = sample(&gt450).unwrap();
         r.transform(&gt450, "test").unwrap().apply(&mut pixels);
         let after = StainStats::estimate(StainMethod::Macenko, &pixels).unwrap();
-        let (StainStats::Macenko(after), StainStats::Macenko(reference)) = (after, &r.reference) else { unreachable!() };
+        let (StainStats::Macenko(after), StainStats::Macenko(reference)) = (after, &r.reference) else {
+            unreachable!()
+        };
         let before = match image_stats(&gt450, StainMethod::Macenko, "test").unwrap() {
             StainStats::Macenko(m) => m,
             _ => unreachable!(),
         };
-        let angle = |a: [f64; 3], b: [f64; 3]| (a[0] * b[0] + a[1] * b[1] + a[2] * b[2]).clamp(-1.0, 1.0).acos().to_degrees();
+        let angle =
+            |a: [f64; 3], b: [f64; 3]| (a[0] * b[0] + a[1] * b[1] + a[2] * b[2]).clamp(-1.0, 1.0).acos().to_degrees();
         let (gap_before, gap_after) =
             (angle(before.hematoxylin, reference.hematoxylin), angle(after.hematoxylin, reference.hematoxylin));
-        assert!(gap_after < gap_before / 2.0 + 0.5, "haematoxylin {gap_before:.1}° → {gap_after:.1}° from the reference");
+        assert!(
+            gap_after < gap_before / 2.0 + 0.5,
+            "haematoxylin {gap_before:.1}° → {gap_after:.1}° from the reference"
+        );
     }
 }
