@@ -36,6 +36,7 @@ pub struct StageContext {
     pub devices: Vec<usize>,
     out_dir: PathBuf,
     resume_dir: PathBuf,
+    memo_dir: Option<PathBuf>,
     progress: Progress,
     summary: Mutex<serde_json::Map<String, serde_json::Value>>,
     /// `file:line:column` of the stage's table and of the params set in the experiment files.
@@ -61,11 +62,29 @@ impl StageContext {
             devices: job.devices.clone(),
             out_dir,
             resume_dir,
+            memo_dir: None,
             progress,
             summary: Mutex::new(Default::default()),
             table_location: job.table_location.clone(),
             param_locations: job.param_locations.clone(),
         }
+    }
+
+    /// Sets the store's memo directory for this stage kind (see [`Self::memo_dir`]).
+    pub fn with_memo_dir(mut self, dir: PathBuf) -> Self {
+        self.memo_dir = Some(dir);
+        self
+    }
+
+    /// A directory shared by every run of this stage kind in the store, for facts memoised by
+    /// content digest (the dataset stage records there which image files decode, so another key
+    /// over the same files does not decode them again). Such a fact must not depend on params:
+    /// nothing read from here may shape an output. Created on first use; `None` when the
+    /// context has no store (unit tests).
+    pub fn memo_dir(&self) -> Option<&Path> {
+        let dir = self.memo_dir.as_deref()?;
+        std::fs::create_dir_all(dir).ok()?;
+        Some(dir)
     }
 
     /// A context outside any run, for unit tests of a stage's code and for tools: stage `name`
@@ -95,6 +114,7 @@ impl StageContext {
             devices: Vec::new(),
             out_dir: dir.join("out"),
             resume_dir: dir.join("resume"),
+            memo_dir: None,
             progress: Progress::silent(),
             summary: Mutex::new(Default::default()),
             table_location: None,

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use engine::{ExternalInput, ParamError, StageContext, StageDef, StageError};
-use midog_data::{Category, MidogJson, Scanner, ScannerMap, TiffImage};
+use midog_data::{Category, MidogJson, Scanner, ScannerMap, TiffImage, TileCache};
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,10 @@ pub struct DatasetParams {
     /// brings its own (`heldout_labels.json`, the GT450 truth).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heldout_labels: Option<PathBuf>,
+    /// Read images that MIDOG.json names outside `root` (absolute paths, or paths with `..`).
+    /// Off by default: such names (common in COCO exports) usually point at another machine's
+    /// disk. Not part of the key: it only permits reading, it changes no output.
+    pub allow_outside_root: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -92,6 +97,7 @@ impl StageDef for DatasetStage {
     type Params = DatasetParams;
     const KIND: &'static str = "dataset";
     const PATH_PARAMS: &'static [&'static str] = &["root", "heldout_labels"];
+    const NON_KEY_PARAMS: &'static [&'static str] = &["allow_outside_root"];
     const VERSION: u32 = STAGE_VERSION * 1000 + midog_synth::GENERATOR_VERSION;
     const SUMMARY: &'static str = "MIDOG images and labels (real files under `root`, or a generated synthetic set)";
     const NEEDS: &'static [&'static str] = &[];
@@ -129,6 +135,10 @@ impl StageDef for DatasetStage {
                 .with_help("`root` is relative to the experiment file and must hold MIDOG.json and the .tiff images"));
         }
         let midog = MidogJson::load(&json).map_err(|e| ParamError::new(&["root"], e.to_string()))?;
+        let problems = file_name_problems(&midog, p.allow_outside_root);
+        if !problems.is_empty() {
+            return Err(ParamError::new(&["root"], problem_list(&json, problems)));
+        }
         let mut inputs = vec![ExternalInput { name: "MIDOG.json".into(), path: json }];
         for img in &midog.images {
             inputs.push(ExternalInput { name: img.file_name.clone(), path: dir.join(&img.file_name) });
@@ -185,31 +195,14 @@ pub fn scanner_map(p: &DatasetParams) -> Result<ScannerMap, ParamError> {
                 "must be a resolution in µm per pixel, e.g. 0.25",
             ));
         }
-        for part in s.ids.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let range = parse_range(part).ok_or_else(|| {
-                ParamError::new(&["scanners", name, "ids"], format!("`{part}` is not an id or a range like 1-50"))
-            })?;
-            entries.push((range, scanner.clone()));
-        }
+        let ranges = midog_data::parse_id_ranges(&s.ids).map_err(|e| ParamError::new(&["scanners", name, "ids"], e))?;
+        entries.extend(ranges.into_iter().map(|range| (range, scanner.clone())));
     }
     if entries.is_empty() {
         return Err(ParamError::new(&["scanners"], "no id ranges given")
             .with_help("e.g. XR = { ids = \"1-50\", um_per_px = 0.23 }"));
     }
     Ok(ScannerMap { entries })
-}
-
-fn parse_range(s: &str) -> Option<std::ops::RangeInclusive<u32>> {
-    match s.split_once('-') {
-        Some((a, b)) => {
-            let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-            (a <= b).then_some(a..=b)
-        }
-        None => {
-            let v = s.parse().ok()?;
-            Some(v..=v)
-        }
-    }
 }
 
 pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
@@ -235,7 +228,7 @@ pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
         }
         (None, None) => return Err(StageError::msg("the dataset needs `root` or `synthetic`")),
     };
-    let manifest = load_and_validate(&images_dir, external_root, &map, ctx)?;
+    let manifest = load_and_validate(&images_dir, external_root, &map, p.allow_outside_root, ctx)?;
     let heldout_file = match (&p.heldout_labels, &p.synthetic) {
         (Some(h), _) => Some(ctx.params_dir.join(h)),
         (None, Some(_)) => Some(images_dir.join(midog_synth::HELDOUT_LABELS_FILE)).filter(|f| f.is_file()),
@@ -254,28 +247,53 @@ pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
         ctx.set_summary(&format!("{}_images", s.name), imgs.len() as u64);
         ctx.set_summary(&format!("{}_mitoses", s.name), m as u64);
     }
+    let labelled = manifest.images.iter().filter(|i| i.labelled).count();
+    if labelled > 0 && manifest.images.iter().all(|i| i.mitoses.is_empty()) {
+        tracing::warn!(
+            "none of the {labelled} labelled images has a mitotic figure (category 1): nothing can be \
+             learnt or scored from this dataset; check MIDOG.json's annotations"
+        );
+    }
     write_json(&ctx.out_dir().join(dataset_manifest::FILE), &manifest)
 }
 
-/// Reads MIDOG.json and checks it against the images: every file exists and opens, its size
-/// matches, boxes lie inside, categories are known. Every problem is reported, not just the first.
+/// Reads MIDOG.json and checks it against the images: every file is named inside the root,
+/// exists and opens, every tile of it decodes, its size matches, boxes lie inside, categories are
+/// known. Every problem is reported, not just the first.
 pub fn load_and_validate(
     dir: &Path,
     external_root: Option<PathBuf>,
     map: &ScannerMap,
+    allow_outside_root: bool,
     ctx: &StageContext,
 ) -> Result<DatasetManifest, StageError> {
     let json = dir.join("MIDOG.json");
     let midog = MidogJson::load(&json).map_err(StageError::domain)?;
+    let names = file_name_problems(&midog, allow_outside_root);
+    if !names.is_empty() {
+        // Nothing is opened: a name outside the root is not read without the user's say.
+        return Err(StageError::msg(problem_list(&json, names)));
+    }
     let mut problems: Vec<String> = midog.check(&json);
-    ctx.progress().start(midog.images.len() as u64, "checking images");
-    let checked: Vec<Result<ImageCheck, String>> = midog
+    ctx.progress().start(midog.images.len() as u64, "opening images");
+    let opened: Vec<Result<TiffImage, String>> = midog
         .images
         .par_iter()
         .map(|img| {
-            let path = dir.join(&img.file_name);
-            let tiff = TiffImage::open(&path).map_err(|e| format!("image {} ({}): {e}", img.id, img.file_name))?;
+            // Tiles are decoded once each by the check below: a cache would only hold memory.
+            let tiff = TiffImage::open_with_cache(dir.join(&img.file_name), Arc::new(TileCache::new(0)))
+                .map_err(|e| format!("image {} ({}): {e}", img.id, img.file_name))?;
             ctx.progress().inc(1);
+            Ok(tiff)
+        })
+        .collect();
+    let decoded = verify_tiles(&midog, &opened, ctx)?;
+    let checked: Vec<Result<ImageCheck, String>> = opened
+        .into_iter()
+        .zip(decoded)
+        .map(|(tiff, decoded)| {
+            let tiff = tiff?;
+            decoded?;
             Ok((tiff.width(), tiff.height(), tiff.um_per_px()))
         })
         .collect();
@@ -332,15 +350,7 @@ pub fn load_and_validate(
         });
     }
     if !problems.is_empty() {
-        let n = problems.len();
-        let shown: Vec<String> = problems.into_iter().take(20).map(|p| format!("  - {p}")).collect();
-        return Err(StageError::msg(format!(
-            "{}: {n} problem{} with the dataset:\n{}{}",
-            json.display(),
-            if n == 1 { "" } else { "s" },
-            shown.join("\n"),
-            if n > 20 { format!("\n  … and {} more", n - 20) } else { String::new() }
-        )));
+        return Err(StageError::msg(problem_list(&json, problems)));
     }
     images.sort_by_key(|i| i.id);
     let scanners = map.scanners().into_iter().filter(|s| images.iter().any(|i| i.scanner == s.name)).cloned().collect();
@@ -392,24 +402,122 @@ pub fn load_heldout(file: &Path, manifest: &DatasetManifest) -> Result<HeldoutLa
     Ok(HeldoutLabels { images })
 }
 
+/// Bumped when the TIFF reader decodes differently, so files verified by an older reader are
+/// decoded again.
+const DECODE_CHECK_VERSION: u32 = 1;
+
+/// Decodes every tile of every opened image once, in parallel with a progress bar in tiles, so
+/// a corrupt tile fails here, naming the file, tile and byte offset, and not hours later in
+/// training or inference (or never: a lenient decoder paints it grey). An image whose content
+/// digest (from the key's external inputs) an earlier run verified is skipped, so a dataset
+/// stage that reruns over the same files (another scanner table, say) decodes nothing again.
+/// One result per image: `Err` holds the problem to report.
+fn verify_tiles(
+    midog: &MidogJson,
+    opened: &[Result<TiffImage, String>],
+    ctx: &StageContext,
+) -> Result<Vec<Result<(), String>>, StageError> {
+    let digests: BTreeMap<&str, &str> = ctx.external.iter().map(|e| (e.name.as_str(), e.digest.as_str())).collect();
+    let memo = ctx.memo_dir().map(|d| d.join(format!("decoded-v{DECODE_CHECK_VERSION}")));
+    let marker = |i: usize| -> Option<PathBuf> {
+        let digest = digests.get(midog.images[i].file_name.as_str())?;
+        Some(memo.as_ref()?.join(digest))
+    };
+    let todo: Vec<usize> =
+        (0..opened.len()).filter(|&i| opened[i].is_ok() && !marker(i).is_some_and(|m| m.is_file())).collect();
+    let tiles: usize = todo.iter().filter_map(|&i| opened[i].as_ref().ok()).map(TiffImage::chunk_total).sum();
+    let known = opened.iter().filter(|o| o.is_ok()).count() - todo.len();
+    ctx.progress().start(tiles as u64, "decoding every tile");
+    let start = std::time::Instant::now();
+    let results: Vec<(usize, Result<(), String>)> = todo
+        .par_iter()
+        .map(|&i| {
+            ctx.check_cancelled()?;
+            let Ok(tiff) = &opened[i] else { return Ok((i, Ok(()))) };
+            let img = &midog.images[i];
+            let checked = tiff
+                .verify(&|| ctx.progress().inc(1))
+                .map_err(|e| format!("image {} ({}): {e}", img.id, img.file_name));
+            if checked.is_ok()
+                && let Some(m) = marker(i)
+            {
+                // Best effort: a missing marker only means decoding again next time.
+                let _ = m.parent().map(std::fs::create_dir_all);
+                let _ = std::fs::write(&m, b"");
+            }
+            Ok((i, checked))
+        })
+        .collect::<Result<_, StageError>>()?;
+    tracing::info!(
+        "{known} of {} images already verified (same content digest); {} decoded ({tiles} tiles) in {:.2} s",
+        opened.len(),
+        todo.len(),
+        start.elapsed().as_secs_f64()
+    );
+    let mut out: Vec<Result<(), String>> = (0..opened.len()).map(|_| Ok(())).collect();
+    for (i, r) in results {
+        out[i] = r;
+    }
+    Ok(out)
+}
+
+/// One message for every problem found (the first 20 shown).
+fn problem_list(json: &Path, problems: Vec<String>) -> String {
+    let n = problems.len();
+    let shown: Vec<String> = problems.into_iter().take(20).map(|p| format!("  - {p}")).collect();
+    format!(
+        "{}: {n} problem{} with the dataset:\n{}{}",
+        json.display(),
+        if n == 1 { "" } else { "s" },
+        shown.join("\n"),
+        if n > 20 { format!("\n  … and {} more", n - 20) } else { String::new() }
+    )
+}
+
+/// File names that would read outside `root` (absolute, or climbing with `..`) unless the user
+/// opted in, empty names, and two images naming one file. Later stages derive output names
+/// from image ids and sanitised stems, never from these names, so this guards reads only.
+pub fn file_name_problems(midog: &MidogJson, allow_outside_root: bool) -> Vec<String> {
+    use std::path::Component;
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    let opt_in = "set allow_outside_root = true in [stages.dataset] to read it where it is";
+    for img in &midog.images {
+        let name = img.file_name.as_str();
+        let path = Path::new(name);
+        if name.trim().is_empty() {
+            problems.push(format!("image {}: file_name is empty", img.id));
+            continue;
+        }
+        if let Some(first) = seen.insert(name, img.id) {
+            problems.push(format!("images {first} and {} both name the file `{name}`", img.id));
+        }
+        if allow_outside_root {
+            continue;
+        }
+        if path.is_absolute() {
+            problems.push(format!(
+                "image {}: file_name `{name}` is absolute; MIDOG.json names images relative to `root` \
+                 (e.g. `001.tiff`): copy or link the files into `root`, or {opt_in}",
+                img.id
+            ));
+        } else if path.components().any(|c| c == Component::ParentDir) {
+            problems.push(format!("image {}: file_name `{name}` climbs out of `root` with `..`; {opt_in}", img.id));
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn id_ranges_parse() {
-        assert_eq!(parse_range("1-50"), Some(1..=50));
-        assert_eq!(parse_range("7"), Some(7..=7));
-        assert_eq!(parse_range("9-3"), None);
-        assert_eq!(parse_range("x"), None);
-    }
 
     #[test]
     fn custom_scanner_tables_become_maps() {
         let mut t = BTreeMap::new();
         t.insert("A".to_string(), ScannerParams { ids: "1-3, 9".into(), um_per_px: 0.5, labelled: true, model: None });
         t.insert("B".to_string(), ScannerParams { ids: "4-8".into(), um_per_px: 0.25, labelled: false, model: None });
-        let p = DatasetParams { root: Some("x".into()), synthetic: None, scanners: Some(t), heldout_labels: None };
+        let p = DatasetParams { root: Some("x".into()), scanners: Some(t), ..Default::default() };
         let m = scanner_map(&p).unwrap();
         assert_eq!(m.scanner_of(9).unwrap().name, "A");
         assert!(!m.scanner_of(5).unwrap().labelled);

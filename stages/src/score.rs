@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::artifact::heldout::HeldoutLabels;
 use crate::artifact::inferred::{self, InferredImage, InferredImages, Role};
+use crate::artifact::output_names::output_stems;
 use crate::artifact::scores::{self, GroupScore, ImageScore, Scores};
 use crate::artifact::tables::{DETECTIONS_FILE, Detections, TableBuilder};
 use crate::artifact::{DatasetManifest, SplitSets, write_json};
@@ -107,9 +108,13 @@ struct Scored<'a> {
 pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     let input = detections_input(ctx)?;
     let inferred = InferredImages::load(&input.dir)?;
-    let detections = Detections::read(&input.dir.join(DETECTIONS_FILE))?;
+    let detections_path = input.dir.join(DETECTIONS_FILE);
+    let detections = Detections::read(&detections_path)?;
     let dataset_artifact = ctx.ancestor("dataset")?;
     let dataset = DatasetManifest::load(dataset_artifact)?;
+    detections.check(&detections_path, |id| {
+        dataset.image(id).map(|d| d.file_name.clone()).unwrap_or_else(|_| "not in the dataset".into())
+    })?;
     // Images of an unlabelled scanner are scored only with the held-out labels the split chose.
     let chosen: Vec<u32> = match ctx.ancestor("split") {
         Ok(split) => SplitSets::load(split)?.heldout,
@@ -143,6 +148,22 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     if test.is_empty() {
         return Err(StageError::msg("no test images were inferred; check the split"));
     }
+    require_mitoses("test", &test)?;
+    if p.threshold == ThresholdChoice::BestOnVal {
+        require_mitoses("validation", &val)?;
+    }
+    for (split, set) in [("validation", &val), ("test", &test)] {
+        let mut empty: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in set.iter() {
+            *empty.entry(s.image.scanner.as_str()).or_default() += s.gt.len();
+        }
+        for (scanner, _) in empty.iter().filter(|(_, n)| **n == 0) {
+            tracing::warn!(
+                "the {split} images of scanner {scanner} have no mitotic figure: their F1 only counts false \
+                 positives (0 with any detection, 1 with none) and says nothing about recall"
+            );
+        }
+    }
 
     let (threshold, rule, val_f1) = match p.threshold {
         ThresholdChoice::Fixed(t) => (t, "fixed", (!val.is_empty()).then(|| counts_at(&val, t).f1())),
@@ -175,6 +196,7 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
 
     let mut images = Vec::new();
     let mut midog = DetectionsFile::default();
+    let stems = output_stems(scored.iter().map(|s| (s.image.id, s.image.file_name.as_str())));
     let midog_dir = ctx.out_dir().join("midog");
     std::fs::create_dir_all(&midog_dir).map_err(|e| StageError::io(&midog_dir, e))?;
     for s in &scored {
@@ -207,7 +229,7 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
         });
         let above: Vec<Detection> = kept.iter().map(|&i| s.dets[i]).collect();
         let points = PointsOutput::from_detections(&above, s.image.um_per_px);
-        write_json(&midog_dir.join(format!("{}.json", stem(&s.image.file_name))), &points)?;
+        write_json(&midog_dir.join(format!("{}.json", stems[&s.image.id])), &points)?;
         midog.insert_pixels(s.image.file_name.clone(), &above, s.image.um_per_px);
     }
     midog.save(&ctx.out_dir().join("detections_midog.json")).map_err(StageError::domain)?;
@@ -258,8 +280,19 @@ fn detections_input(ctx: &StageContext) -> Result<&Artifact, StageError> {
     }
 }
 
-fn stem(file_name: &str) -> &str {
-    file_name.rsplit_once('.').map(|(s, _)| s).unwrap_or(file_name)
+/// A scored set without a single mitotic figure has no meaningful F1 (1 when nothing was
+/// detected, 0 otherwise), so it is an error, not a perfect score.
+fn require_mitoses(split: &str, set: &[&Scored]) -> Result<(), StageError> {
+    if set.iter().all(|s| s.gt.is_empty()) {
+        return Err(StageError::msg(format!(
+            "the {} {split} images ({}) have no mitotic figure in the ground truth, so their F1 would \
+             be meaningless; check MIDOG.json's annotations (category 1 = mitotic figure) and the \
+             scanner table's `labelled`",
+            set.len(),
+            set.iter().map(|s| s.image.file_name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn curve(set: &[&Scored]) -> ThresholdCurve {

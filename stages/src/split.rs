@@ -311,6 +311,29 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
             && !p.leave_out.contains(&img.scanner)
             && p.train_scanners.as_ref().is_none_or(|s| s.contains(&img.scanner))
     };
+    // Explicit ids are the user's word: one that leave_out or train_scanners excludes is a
+    // contradiction to report, not an id to drop.
+    for (field, ids) in [("train_ids", &p.train_ids), ("val_ids", &p.val_ids)] {
+        for id in ids.iter().flatten() {
+            let Some(img) = dataset.image(*id) else { continue };
+            if p.leave_out.contains(&img.scanner) {
+                return Err(StageError::msg(format!(
+                    "split.{field}: image {id} is from scanner {}, which `leave_out` keeps out of training \
+                     and validation; remove it from {field} or the scanner from leave_out",
+                    img.scanner
+                )));
+            }
+            if let Some(allowed) = &p.train_scanners
+                && !allowed.contains(&img.scanner)
+            {
+                return Err(StageError::msg(format!(
+                    "split.{field}: image {id} is from scanner {}, which is not in `train_scanners` ({})",
+                    img.scanner,
+                    allowed.join(", ")
+                )));
+            }
+        }
+    }
     let (mut train, val) = match (&p.train_ids, &p.val_ids) {
         (Some(t), Some(v)) => (t.clone(), v.clone()),
         (train_ids, val_ids) => {
@@ -342,10 +365,15 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
     train.retain(allowed_for_training);
     let mut val = val;
     val.retain(allowed_for_training);
-    for id in &train {
-        if test.contains(id) {
-            return Err(StageError::msg(format!("split: image {id} is in both train and test")));
+    for (name, set) in [("train", &train), ("validation", &val)] {
+        if let Some(id) = set.iter().find(|id| test.contains(id)) {
+            return Err(StageError::msg(format!(
+                "split: image {id} is in both {name} and test; a test image must never be seen before testing"
+            )));
         }
+    }
+    if let Some(id) = train.iter().find(|id| val.contains(id)) {
+        return Err(StageError::msg(format!("split: image {id} is in both train and validation")));
     }
     train.sort();
     val.sort();
@@ -468,6 +496,42 @@ mod tests {
         assert!(none.contains("no held-out labels"), "{none}");
         let p = SplitParams { heldout_test_fraction: Some(0.3), ..Default::default() };
         assert!(SplitStage::validate(&p).unwrap_err().message.contains("only applies"));
+    }
+
+    #[test]
+    fn explicit_ids_of_an_excluded_scanner_are_an_error_not_dropped() {
+        let d = midog_like();
+        let p = SplitParams {
+            leave_out: vec!["S360".into()],
+            train_ids: Some(vec![1, 3, 57]),
+            val_ids: Some(vec![4]),
+            ..Default::default()
+        };
+        let e = split(&p, &d).unwrap_err().to_string();
+        assert!(e.contains("train_ids") && e.contains("57") && e.contains("leave_out"), "{e}");
+        let p = SplitParams { leave_out: vec!["S360".into()], val_ids: Some(vec![3, 60]), ..Default::default() };
+        let e = split(&p, &d).unwrap_err().to_string();
+        assert!(e.contains("val_ids") && e.contains("60"), "{e}");
+        let p = SplitParams { train_scanners: Some(vec!["XR".into()]), val_ids: Some(vec![101]), ..Default::default() };
+        let e = split(&p, &d).unwrap_err().to_string();
+        assert!(e.contains("101") && e.contains("train_scanners"), "{e}");
+    }
+
+    #[test]
+    fn validation_and_test_must_be_disjoint() {
+        let d = midog_like();
+        // 2 is a reference test id.
+        let p = SplitParams { val_ids: Some(vec![1, 2]), ..Default::default() };
+        let e = split(&p, &d).unwrap_err().to_string();
+        assert!(e.contains("image 2 is in both validation and test"), "{e}");
+        let p = SplitParams {
+            preset: SplitPreset::Explicit,
+            train_ids: Some(vec![1, 3]),
+            val_ids: Some(vec![3]),
+            test_ids: Some(vec![4]),
+            ..Default::default()
+        };
+        assert!(split(&p, &d).unwrap_err().to_string().contains("train and validation"));
     }
 
     #[test]

@@ -91,7 +91,8 @@ pub fn run_job(registry: &Registry, job: &JobFile) -> Result<(), StageError> {
     if job.threads > 0 {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(job.threads).build_global();
     }
-    let ctx = StageContext::from_job(job, temp.out_dir(), store.resume_dir(&job.key), Progress::to_stdout());
+    let ctx = StageContext::from_job(job, temp.out_dir(), store.resume_dir(&job.key), Progress::to_stdout())
+        .with_memo_dir(store.stage_memo_dir(&job.inputs.kind));
     tracing::info!(stage = %job.stage, kind = %job.inputs.kind, key = %job.key, "running");
     let started_unix = now_unix();
     let start = Instant::now();

@@ -12,6 +12,7 @@
 //! runs/<exp>/<variant>/<stage>.attempt  its latest attempt that did not publish (kept by gc)
 //! jobs/<key>.json          job files handed to workers (local processes or cluster jobs)
 //! memo/files.json          digests of external files by (device, inode, size, mtime)
+//! memo/stages/<kind>/      facts a stage kind memoises by content (e.g. "this image decodes")
 //! ```
 //!
 //! Every file in `jobs/` and `logs/` whose name starts with `<key>.` belongs to that key: the
@@ -153,6 +154,12 @@ impl Store {
 
     pub fn memo_path(&self) -> PathBuf {
         self.root.join("memo").join("files.json")
+    }
+
+    /// The directory where stages of `kind` keep facts memoised by content digest (see
+    /// [`crate::StageContext::memo_dir`]).
+    pub fn stage_memo_dir(&self, kind: &str) -> PathBuf {
+        self.root.join("memo").join("stages").join(kind)
     }
 
     /// Removes temporary directories of `key` left by killed runs. Call with the key's lock held.

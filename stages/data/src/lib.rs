@@ -11,5 +11,5 @@ pub mod tiff;
 pub use error::{ChunkKind, DataError};
 pub use midog::{AnnotationEntry, Category, ImageEntry, MidogJson};
 pub use png_image::{read_png_rgb, write_png_rgb};
-pub use scanner::{Scanner, ScannerMap};
+pub use scanner::{Scanner, ScannerMap, parse_id_ranges};
 pub use tiff::{TiffImage, TiffInfo, TileCache};

@@ -70,6 +70,35 @@ impl ScannerMap {
     pub fn by_name(&self, name: &str) -> Option<&Scanner> {
         self.entries.iter().map(|(_, s)| s).find(|s| s.name.eq_ignore_ascii_case(name))
     }
+
+    /// Whether image `image_id` is labelled by this map's definition (`None`: no scanner covers
+    /// the id). Labels come from the dataset's definition, never from whether an image happens
+    /// to have annotations: a labelled image without any is a negative image.
+    pub fn labelled(&self, image_id: u32) -> Option<bool> {
+        self.scanner_of(image_id).map(|s| s.labelled)
+    }
+}
+
+/// Parses image id ranges: `"1-50"`, `"7"`, `"1-10, 12, 20-25"`. An empty string is no range.
+pub fn parse_id_ranges(text: &str) -> Result<Vec<RangeInclusive<u32>>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| parse_id_range(part).ok_or_else(|| format!("`{part}` is not an id or a range like 1-50")))
+        .collect()
+}
+
+fn parse_id_range(s: &str) -> Option<RangeInclusive<u32>> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (a <= b).then_some(a..=b)
+        }
+        None => {
+            let v = s.parse().ok()?;
+            Some(v..=v)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +115,15 @@ mod tests {
         assert!(!m.scanner_of(151).unwrap().labelled);
         assert!(m.scanner_of(201).is_none());
         assert_eq!(m.scanners().len(), 4);
+        assert_eq!((m.labelled(100), m.labelled(151), m.labelled(201)), (Some(true), Some(false), None));
+    }
+
+    #[test]
+    fn id_ranges_parse() {
+        assert_eq!(parse_id_ranges("1-50"), Ok(vec![1..=50]));
+        assert_eq!(parse_id_ranges("7, 9-10,"), Ok(vec![7..=7, 9..=10]));
+        assert_eq!(parse_id_ranges(""), Ok(vec![]));
+        assert!(parse_id_ranges("9-3").unwrap_err().contains("`9-3`"));
+        assert!(parse_id_ranges("x").is_err());
     }
 }

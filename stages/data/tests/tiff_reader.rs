@@ -301,6 +301,40 @@ fn corrupt_chunk_data_names_the_file_and_the_tile() {
 }
 
 #[test]
+fn random_bytes_inside_a_jpeg_tile_are_an_error_and_verify_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "tiled_jpeg_ycbcr.tif";
+    let image = TiffImage::open(fixtures().join(name)).unwrap();
+    let index = 6;
+    let (offset, len) = image.chunk_byte_range(0, index).unwrap();
+    // Seeded noise over the middle third of the entropy-coded data (the headers stay intact).
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let path = copy_to(dir.path(), name, |b| {
+        let (start, end) = ((offset + len / 3) as usize, (offset + 2 * len / 3) as usize);
+        for byte in &mut b[start..end] {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+    });
+    let err = read_all(&path).unwrap_err();
+    assert_names_file(&err, &path);
+    let text = err.to_string();
+    assert!(text.contains("level 0, tile 6:") && text.contains(&format!("at offset {offset}")), "{text}");
+
+    // `verify` finds it without reading any region, and passes the intact file.
+    let damaged = TiffImage::open(&path).unwrap();
+    let count = std::sync::atomic::AtomicUsize::new(0);
+    let err = damaged.verify(&|| {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(err.unwrap_err().to_string().contains("tile 6:"));
+    assert_eq!(count.into_inner(), damaged.chunk_total());
+    TiffImage::open(fixtures().join(name)).unwrap().verify(&|| {}).unwrap();
+}
+
+#[test]
 fn bad_directory_offsets_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let name = "tiled_deflate_pred.tif"; // classic little-endian: first IFD offset at bytes 4..8

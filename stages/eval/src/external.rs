@@ -5,8 +5,9 @@
 //! no entry in the detections file is scored as all misses, with a warning. The official script
 //! skips such images without a word, which flatters recall when inference failed on one of them.
 //! Like the official script, detections for images without ground truth are not scored (listed and
-//! warned about), and MIDOG.json images without any annotation (the unlabelled GT450 scans) are
-//! never scored.
+//! warned about), and MIDOG.json images that the dataset's definition calls unlabelled (the
+//! GT450 scans, ids 151–200, by default) are never scored. A MIDOG.json image the definition calls
+//! labelled is scored even without a single annotation: its detections are false positives.
 //!
 //! Official ground truth and detections are both in millimetres, so they are matched in
 //! millimetres and no resolution is needed. MIDOG.json is in pixels: each scored image then needs
@@ -138,7 +139,7 @@ pub fn score_external(
     detections_path: &Path,
     options: &ScoreOptions<'_>,
 ) -> Result<ScoreReport, EvalError> {
-    let mut warnings = Vec::new();
+    let mut warnings = gt.notes.clone();
     let mut missing_detections = Vec::new();
     let mut scored: Vec<(String, Vec<Point>, Vec<Detection>, f64)> = Vec::new();
     if let Some(only) = options.only_images {
@@ -189,6 +190,16 @@ pub fn score_external(
         not_scored.push(image.clone());
     }
 
+    if scored.iter().all(|(_, points, _, _)| points.is_empty()) {
+        warnings.insert(
+            0,
+            format!(
+                "the ground truth has no mitotic figure in the {} scored image(s): only false positives can \
+                 be counted, and F1 is 1 with no detection at all; check that this is the ground truth you meant",
+                scored.len()
+            ),
+        );
+    }
     let results: Vec<ImageResult> = scored
         .iter()
         .map(|(image, points, dets, radius)| {
@@ -310,7 +321,7 @@ mod tests {
         let p = dir.join("ground-truth.json");
         let text = r#"{"007.tiff": [[1.0, 1.0, 0], [2.0, 2.0, 0]], "123.tiff": [[0.5, 0.5, 0]], "055.tiff": []}"#;
         std::fs::write(&p, text).unwrap();
-        GroundTruth::load(&p).unwrap()
+        GroundTruth::load(&p, &crate::formats::midog_2021_labelled).unwrap()
     }
 
     fn output(points_mm: &[(f64, f64, f64)]) -> crate::formats::PointsOutput {
@@ -387,7 +398,7 @@ mod tests {
                                 {"bbox": [975, 975, 1025, 1025], "category_id": 1, "image_id": 101, "id": 2}]}"#,
         )
         .unwrap();
-        let gt = GroundTruth::load(&p).unwrap();
+        let gt = GroundTruth::load(&p, &crate::formats::midog_2021_labelled).unwrap();
         // The same 31 px offset in both images: a hit at 0.23 µm/px (radius 32.6 px), a false
         // positive and a miss at 0.25 µm/px (radius 30 px).
         let mut dets = DetectionsFile::default();
@@ -416,6 +427,34 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, EvalError::BadResolution { .. }), "{e}");
         assert!((px_to_mm(1031.0, 0.23) - 0.23713).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_labelled_image_without_annotations_counts_its_detections_as_false_positives() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("MIDOG.json");
+        std::fs::write(
+            &p,
+            r#"{"images": [{"file_name": "001.tiff", "id": 1, "width": 2000, "height": 2000},
+                           {"file_name": "055.tiff", "id": 55, "width": 2000, "height": 2000}],
+                "annotations": [{"bbox": [975, 975, 1025, 1025], "category_id": 1, "image_id": 1, "id": 1}]}"#,
+        )
+        .unwrap();
+        let gt = GroundTruth::load(&p, &crate::formats::midog_2021_labelled).unwrap();
+        let mut dets = DetectionsFile::default();
+        dets.insert_pixels("001.tiff", &[Detection::new(1000.0, 1000.0, 0.9)], 0.25);
+        dets.insert_pixels("055.tiff", &[Detection::new(10.0, 10.0, 0.9)], 0.25);
+        let res = |_: &str| Some(0.25);
+        let opts = ScoreOptions { um_per_px: &res, ..ScoreOptions::default() };
+        let report = score_external(&gt, &dets, &dir.path().join("d.json"), &opts).unwrap();
+        assert_eq!(report.overall.counts, Counts::new(1, 1, 0));
+        assert!(report.not_scored.is_empty());
+
+        // Scoring only the negative image: a loud warning, not a silent score.
+        let only: BTreeSet<String> = ["055.tiff".to_string()].into();
+        let opts = ScoreOptions { um_per_px: &res, only_images: Some(&only), ..ScoreOptions::default() };
+        let report = score_external(&gt, &dets, &dir.path().join("d.json"), &opts).unwrap();
+        assert!(report.warnings[0].contains("no mitotic figure"), "{:?}", report.warnings);
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl PointsOutput {
     }
 
     /// The mitotic figures, in millimetres. Fails on a point that is not 2 or 3 finite numbers or
-    /// whose probability is not finite; the message names the point's index.
+    /// whose probability is not in [0, 1]; the message names the point's index.
     pub fn decode(&self) -> Result<DecodedDetections, String> {
         let (mut unnamed_probability, mut other_names) = (0usize, BTreeMap::<&str, usize>::new());
         let mut detections_mm = Vec::with_capacity(self.points.len());
@@ -120,8 +120,8 @@ impl PointsOutput {
                 continue;
             }
             let score = match p.probability {
-                Some(s) if s.is_finite() => s,
-                Some(s) => return Err(format!("points[{i}]: probability {s} is not a finite number")),
+                Some(s) if (0.0..=1.0).contains(&s) => s,
+                Some(s) => return Err(format!("points[{i}]: probability {s} is not a probability in [0, 1]")),
                 None => {
                     unnamed_probability += 1;
                     1.0
@@ -151,7 +151,7 @@ impl DetectionsFile {
     /// Reads and checks a detections file; every error names the file and, below the top level,
     /// the image entry and point.
     pub fn load(path: &Path) -> Result<DetectionsFile, EvalError> {
-        let value = read_json(path, "detections file")?;
+        let value = read_detections_json(path)?;
         let Value::Object(map) = value else {
             return Err(json_error(path, "detections file", "expected an object keyed by image file name"));
         };
@@ -211,18 +211,32 @@ pub struct GroundTruth {
     /// Image file name → mitosis centres in `unit`, in file order. An image with an empty list is
     /// labelled and has no mitosis: every detection in it is a false positive.
     pub images: BTreeMap<String, Vec<Point>>,
-    /// Images listed in MIDOG.json without a single annotation of either category: the unlabelled
-    /// scans (Leica GT450 in MIDOG 2021). They are never scored.
+    /// Images MIDOG.json lists that the dataset's definition calls unlabelled (Leica GT450, ids
+    /// 151–200, in MIDOG 2021). They are never scored.
     pub unlabelled: Vec<String>,
+    /// What a user should know about how the file was read (annotations of unlabelled images).
+    pub notes: Vec<String>,
+}
+
+/// Whether a MIDOG.json image is labelled, by image id; `None`: the definition does not cover
+/// the id. Labels come from the dataset's definition (MIDOG's id ranges, a scanner table),
+/// never from whether an image happens to have annotations: a labelled image without any is a
+/// negative image, and every detection in it is a false positive.
+pub type LabelledRule<'a> = &'a dyn Fn(u32) -> Option<bool>;
+
+/// The MIDOG 2021 definition: ids 1–150 labelled, 151–200 (Leica GT450) unlabelled.
+pub fn midog_2021_labelled(id: u32) -> Option<bool> {
+    midog_data::ScannerMap::midog_2021().labelled(id)
 }
 
 impl GroundTruth {
-    /// Reads either layout; a top-level `images` array means MIDOG.json.
-    pub fn load(path: &Path) -> Result<GroundTruth, EvalError> {
+    /// Reads either layout; a top-level `images` array means MIDOG.json, whose images are
+    /// labelled or not by `labelled` (the official layout lists labelled images only).
+    pub fn load(path: &Path, labelled: LabelledRule<'_>) -> Result<GroundTruth, EvalError> {
         let value = read_json(path, "ground-truth file")?;
         if value.get("images").is_some_and(Value::is_array) {
             let midog = MidogJson::load(path)?;
-            GroundTruth::from_midog_json(path, &midog)
+            GroundTruth::from_midog_json(path, &midog, labelled)
         } else {
             GroundTruth::from_official_value(path, value)
         }
@@ -261,13 +275,41 @@ impl GroundTruth {
             unit: CoordUnit::Millimetre,
             images,
             unlabelled: Vec::new(),
+            notes: Vec::new(),
         })
     }
 
-    /// MIDOG.json: the centres of category-1 boxes, in annotation order, per image file name.
-    pub fn from_midog_json(path: &Path, midog: &MidogJson) -> Result<GroundTruth, EvalError> {
+    /// MIDOG.json: the centres of category-1 boxes, in annotation order, per labelled image
+    /// (every image `labelled` says is, with or without annotations).
+    pub fn from_midog_json(
+        path: &Path,
+        midog: &MidogJson,
+        labelled: LabelledRule<'_>,
+    ) -> Result<GroundTruth, EvalError> {
         let names: BTreeMap<u32, &str> = midog.images.iter().map(|img| (img.id, img.file_name.as_str())).collect();
         let mut images: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+        let mut unlabelled = Vec::new();
+        for img in &midog.images {
+            match labelled(img.id) {
+                Some(true) => {
+                    images.insert(img.file_name.clone(), Vec::new());
+                }
+                Some(false) => unlabelled.push(img.file_name.clone()),
+                None => {
+                    return Err(EvalError::entry(
+                        path,
+                        &img.file_name,
+                        format!(
+                            "image id {} is outside the id ranges that say which images are labelled \
+                             (MIDOG 2021: 1–150 labelled, 151–200 unlabelled); pass --unlabelled-ids \
+                             (e.g. `none` when every image is labelled)",
+                            img.id
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut ignored: BTreeMap<&str, usize> = BTreeMap::new();
         for a in &midog.annotations {
             let Some(&name) = names.get(&a.image_id) else {
                 return Err(json_error(
@@ -276,7 +318,10 @@ impl GroundTruth {
                     format!("annotation {}: image_id {} is not in `images`", a.id, a.image_id),
                 ));
             };
-            let points = images.entry(name.to_string()).or_default();
+            let Some(points) = images.get_mut(name) else {
+                *ignored.entry(name).or_default() += 1;
+                continue;
+            };
             if a.category_id != midog_data::midog::MITOSIS {
                 continue;
             }
@@ -290,11 +335,14 @@ impl GroundTruth {
             }
             points.push(Point::new(x, y));
         }
-        let unlabelled = midog
-            .images
-            .iter()
-            .filter(|img| !images.contains_key(&img.file_name))
-            .map(|img| img.file_name.clone())
+        let notes = ignored
+            .into_iter()
+            .map(|(name, n)| {
+                format!(
+                    "{name}: unlabelled by the id ranges, yet it has {n} annotation(s); they are not scored \
+                     (pass --unlabelled-ids if this data labels it)"
+                )
+            })
             .collect();
         Ok(GroundTruth {
             path: path.to_path_buf(),
@@ -302,6 +350,7 @@ impl GroundTruth {
             unit: CoordUnit::Pixel,
             images,
             unlabelled,
+            notes,
         })
     }
 
@@ -328,6 +377,75 @@ pub fn checked_resolution(image: &str, um_per_px: Option<f64>) -> Result<f64, Ev
         Some(u) if u > 0.0 && u.is_finite() => Ok(u),
         Some(u) => Err(EvalError::BadResolution { image: image.to_string(), um_per_px: u }),
     }
+}
+
+/// Marks a bare `NaN` / `Infinity` token (not JSON, but what Python's `json.dump` writes for
+/// such floats) after it was turned into a string so the point holding it can be named.
+const NON_FINITE_MARK: &str = "__pipeline_non_finite__:";
+
+/// The detections file as JSON. Bare `NaN`, `Infinity` and `-Infinity` are not JSON; rather
+/// than "expected value at line 3 column 40", the error names the image and point holding one.
+fn read_detections_json(path: &Path) -> Result<Value, EvalError> {
+    let bytes = std::fs::read(path).map_err(|e| EvalError::io(path, e))?;
+    let err = match serde_json::from_slice(&bytes) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let Some(marked) = mark_non_finite(&text) else {
+        return Err(json_error(path, "detections file", err.to_string()));
+    };
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&marked) else {
+        return Err(json_error(path, "detections file", err.to_string()));
+    };
+    for (image, v) in &map {
+        for (i, p) in v.get("points").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let marked_token = |v: &Value| v.as_str().and_then(|s| s.strip_prefix(NON_FINITE_MARK)).map(str::to_string);
+            if let Some(t) = p.get("probability").and_then(marked_token) {
+                return Err(EvalError::entry(
+                    path,
+                    image,
+                    format!("points[{i}]: probability {t} is not a probability in [0, 1]"),
+                ));
+            }
+            if let Some(t) = p.get("point").and_then(Value::as_array).into_iter().flatten().find_map(marked_token) {
+                return Err(EvalError::entry(
+                    path,
+                    image,
+                    format!("points[{i}]: `point` holds {t}, not a finite number"),
+                ));
+            }
+        }
+    }
+    Err(json_error(path, "detections file", format!("{err} (a bare NaN or Infinity is not JSON)")))
+}
+
+/// `text` with every bare `NaN`, `Infinity` or `-Infinity` outside strings replaced by a marked
+/// string, or `None` when there is none.
+fn mark_non_finite(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped, mut found) = (false, false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(token) = ["-Infinity", "Infinity", "-NaN", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
+            out.push_str(&format!("\"{NON_FINITE_MARK}{token}\""));
+            rest = &rest[token.len()..];
+            found = true;
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    found.then_some(out)
 }
 
 fn read_json(path: &Path, what: &'static str) -> Result<Value, EvalError> {
@@ -401,10 +519,38 @@ mod tests {
         let e = DetectionsFile::load(&p).unwrap_err().to_string();
         assert!(e.contains("single image"), "{e}");
         let p = write(dir.path(), "gt.json", r#"{"003.tiff": [[1.0, 2.0, 0], [1.0, "x", 0]]}"#);
-        let e = GroundTruth::load(&p).unwrap_err().to_string();
+        let e = GroundTruth::load(&p, &midog_2021_labelled).unwrap_err().to_string();
         assert!(e.contains("gt.json") && e.contains("003.tiff") && e.contains("point 1"), "{e}");
-        let e = GroundTruth::load(&dir.path().join("missing.json")).unwrap_err().to_string();
+        let e = GroundTruth::load(&dir.path().join("missing.json"), &midog_2021_labelled).unwrap_err().to_string();
         assert!(e.contains("missing.json"), "{e}");
+    }
+
+    #[test]
+    fn probabilities_outside_0_1_and_bare_nan_name_the_image_and_point() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["7", "-1", "1.5"] {
+            let text = format!(
+                r#"{{"001.tiff": {{"points": [{{"point": [1, 2, 0], "probability": 0.5}},
+                                           {{"point": [1, 3, 0], "probability": {bad}}}]}}}}"#
+            );
+            let p = write(dir.path(), "d.json", &text);
+            let e = DetectionsFile::load(&p).unwrap_err().to_string();
+            assert!(e.contains("d.json") && e.contains("001.tiff") && e.contains("points[1]"), "{e}");
+            assert!(e.contains(&format!("probability {bad}")) && e.contains("[0, 1]"), "{e}");
+        }
+        for (bad, field) in [("NaN", "probability NaN"), ("-Infinity", "probability -Infinity")] {
+            let text =
+                format!(r#"{{"a \"NaN\" name.tiff": {{"points": [{{"point": [1, 2, 0], "probability": {bad}}}]}}}}"#);
+            let p = write(dir.path(), "d.json", &text);
+            let e = DetectionsFile::load(&p).unwrap_err().to_string();
+            assert!(e.contains("a \"NaN\" name.tiff") && e.contains("points[0]") && e.contains(field), "{e}");
+        }
+        let p = write(dir.path(), "d.json", r#"{"001.tiff": {"points": [{"point": [NaN, 2, 0]}]}}"#);
+        let e = DetectionsFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("points[0]") && e.contains("NaN"), "{e}");
+        let p = write(dir.path(), "d.json", r#"{"001.tiff": {"points": [}}"#);
+        assert!(DetectionsFile::load(&p).unwrap_err().to_string().contains("not a valid detections file"));
+        assert_eq!(mark_non_finite(r#"{"NaN": "x\"NaN"}"#), None, "tokens inside strings are left alone");
     }
 
     #[test]
@@ -412,7 +558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p =
             write(dir.path(), "ground-truth.json", r#"{"007.tiff": [[0.5, 0.25, 0], [0.1, 0.2, 0]], "008.tiff": []}"#);
-        let gt = GroundTruth::load(&p).unwrap();
+        let gt = GroundTruth::load(&p, &midog_2021_labelled).unwrap();
         assert_eq!((gt.format, gt.unit), (GroundTruthFormat::Official, CoordUnit::Millimetre));
         assert_eq!(gt.images["007.tiff"], vec![Point::new(0.5, 0.25), Point::new(0.1, 0.2)]);
         assert!(gt.images["008.tiff"].is_empty());
@@ -423,6 +569,7 @@ mod tests {
             r#"{"images": [
                   {"file_name": "001.tiff", "id": 1, "width": 7215, "height": 5412},
                   {"file_name": "002.tiff", "id": 2, "width": 7215, "height": 5412},
+                  {"file_name": "003.tiff", "id": 3, "width": 7215, "height": 5412},
                   {"file_name": "151.tiff", "id": 151, "width": 6206, "height": 4666}],
                 "categories": [{"id": 1, "name": "mitotic figure"}, {"id": 2, "name": "hard negative"}],
                 "annotations": [
@@ -431,11 +578,23 @@ mod tests {
                   {"bbox": [10, 20, 60, 70], "category_id": 1, "image_id": 1, "id": 3},
                   {"bbox": [0, 0, 50, 50], "category_id": 2, "image_id": 2, "id": 4}]}"#,
         );
-        let gt = GroundTruth::load(&p).unwrap();
+        let gt = GroundTruth::load(&p, &midog_2021_labelled).unwrap();
         assert_eq!((gt.format, gt.unit), (GroundTruthFormat::MidogJson, CoordUnit::Pixel));
         assert_eq!(gt.images["001.tiff"], vec![Point::new(125.0, 225.0), Point::new(35.0, 45.0)]);
         assert!(gt.images["002.tiff"].is_empty(), "labelled, no mitosis");
+        assert!(gt.images["003.tiff"].is_empty(), "labelled by its id, without any annotation");
         assert_eq!(gt.unlabelled, vec!["151.tiff".to_string()]);
+        assert!(gt.notes.is_empty());
+
+        // Another definition: everything labelled; then ids outside any range are an error.
+        let all = GroundTruth::load(&p, &|_| Some(true)).unwrap();
+        assert!(all.unlabelled.is_empty() && all.images["151.tiff"].is_empty());
+        let e = GroundTruth::load(&p, &|id| (id < 100).then_some(true)).unwrap_err().to_string();
+        assert!(e.contains("151.tiff") && e.contains("--unlabelled-ids"), "{e}");
+        // Annotations of an image the definition calls unlabelled are noted, not scored.
+        let none = GroundTruth::load(&p, &|id| Some(id != 1)).unwrap();
+        assert!(!none.images.contains_key("001.tiff"));
+        assert!(none.notes.iter().any(|n| n.contains("001.tiff") && n.contains("3 annotation")), "{:?}", none.notes);
         let official = gt.to_official_value(&|_| Some(0.25)).unwrap();
         assert_eq!(official["001.tiff"][0], serde_json::json!([0.03125, 0.05625, 0]));
         let e = gt.to_official_value(&|_| None).unwrap_err().to_string();

@@ -13,6 +13,8 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: not a readable safetensors file: {source}", path.display())]
     SafeTensors { path: PathBuf, source: safetensors::SafeTensorError },
+    #[error("encoding tensors as safetensors: {0}")]
+    SafeTensorsEncode(safetensors::SafeTensorError),
     #[error("{}: tensor `{name}` has dtype {dtype}, which is not supported", path.display())]
     UnsupportedDtype { path: PathBuf, name: String, dtype: String },
     #[error("{}: {}", path.display(), describe_mismatch(missing, unexpected, mis_shaped))]

@@ -129,17 +129,24 @@ fn to_bytes(t: &Tensor) -> Result<Bytes, Error> {
     Ok(Bytes { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), data })
 }
 
-/// Writes named tensors (any device) and string metadata as safetensors (atomically: temp file + rename).
+/// Named tensors (any device) and string metadata as the bytes of a safetensors file.
+pub fn safetensors_bytes(tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<Vec<u8>, Error> {
+    let bytes: Vec<(String, Bytes)> =
+        tensors.iter().map(|(n, t)| Ok((n.clone(), to_bytes(t)?))).collect::<Result<_, Error>>()?;
+    let views = bytes.iter().map(|(n, b)| (n.as_str(), b));
+    safetensors::serialize(views, Some(metadata)).map_err(Error::SafeTensorsEncode)
+}
+
+/// Writes named tensors (any device) and string metadata as a safetensors file. Encoding happens
+/// in memory first, so a failed write (a full disk) is an I/O error naming the file. Not atomic:
+/// the train stage commits its checkpoints as a whole directory.
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<(), Error> {
-    let bytes: Vec<(String, Bytes)> =
-        tensors.iter().map(|(n, t)| Ok((n.clone(), to_bytes(t)?))).collect::<Result<_, Error>>()?;
-    let views = bytes.iter().map(|(n, b)| (n.as_str(), b));
-    safetensors::serialize_to_file(views, Some(metadata), path)
-        .map_err(|source| Error::SafeTensors { path: path.into(), source })
+    let bytes = safetensors_bytes(tensors, metadata)?;
+    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.into(), source })
 }
 
 /// torchvision's pre-0.13 names → current names (`conv.{2i}.w` → `conv.{i}.0.w` in the heads,
@@ -256,14 +263,22 @@ pub fn save_checkpoint(
     path: &Path,
     extra: &HashMap<String, String>,
 ) -> Result<(), Error> {
+    let bytes = checkpoint_bytes(vs, cfg, extra)?;
+    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.into(), source })
+}
+
+/// The bytes of the checkpoint [`save_checkpoint`] writes, for callers that write it themselves.
+pub fn checkpoint_bytes(
+    vs: &nn::VarStore,
+    cfg: &RetinaNetConfig,
+    extra: &HashMap<String, String>,
+) -> Result<Vec<u8>, Error> {
     let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut meta = extra.clone();
-    let json =
-        serde_json::to_string(cfg).map_err(|e| Error::Checkpoint { path: path.into(), message: e.to_string() })?;
-    meta.insert(CONFIG_KEY.into(), json);
+    meta.insert(CONFIG_KEY.into(), serde_json::to_string(cfg).map_err(|e| Error::Config(e.to_string()))?);
     meta.insert(FORMAT_KEY.into(), FORMAT.into());
-    write_safetensors(path, &tensors, meta)
+    safetensors_bytes(&tensors, meta)
 }
 
 /// The config stored in a checkpoint's metadata.
@@ -295,6 +310,17 @@ mod tests {
             modernise_name("head.classification_head.cls_logits.weight"),
             "head.classification_head.cls_logits.weight"
         );
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_as_a_write_error_naming_the_file() {
+        // /dev/full answers every write with ENOSPC, as a full file system does.
+        let t = Tensor::from_slice(&[1f32; 1024]);
+        let e = write_safetensors(Path::new("/dev/full"), &[("t".into(), t)], HashMap::new()).unwrap_err();
+        assert!(matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(28)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.starts_with("/dev/full: ") && text.contains("No space left on device"), "{text}");
+        assert!(!text.contains("safetensors"), "{text}");
     }
 
     #[test]

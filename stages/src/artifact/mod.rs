@@ -4,6 +4,7 @@
 pub mod dataset_manifest;
 pub mod heldout;
 pub mod inferred;
+pub mod output_names;
 pub mod sample_plan;
 pub mod scores;
 pub mod split_sets;

@@ -199,6 +199,34 @@ impl Detections {
     }
 
     /// The detections of one image as evaluation points.
+    /// Fails on the first detection whose centre is not finite or whose score is not a
+    /// probability in [0, 1] (NaN from a diverged model, a logit written as a score), naming the
+    /// file, the image (`name_of` its id), the detection's index within the image and its place.
+    pub fn check(&self, path: &Path, name_of: impl Fn(u32) -> String) -> Result<(), StageError> {
+        let mut per_image: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        for i in 0..self.score.len() {
+            let id = self.image_id[i];
+            let k = per_image.entry(id).or_default();
+            let (x, y, s) = (self.x[i], self.y[i], self.score[i]);
+            let problem = if !(x.is_finite() && y.is_finite()) {
+                Some(format!("its centre ({x}, {y}) is not finite"))
+            } else if !(0.0..=1.0).contains(&s) {
+                Some(format!("score {s} is not a probability in [0, 1]"))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(StageError::msg(format!(
+                    "{}: image {id} ({}), detection {k} (row {i}) at ({x:.1}, {y:.1}) px: {problem}",
+                    path.display(),
+                    name_of(id)
+                )));
+            }
+            *k += 1;
+        }
+        Ok(())
+    }
+
     pub fn of_image(&self, id: u32) -> Vec<midog_eval::Detection> {
         (0..self.x.len())
             .filter(|&i| self.image_id[i] == id)

@@ -1,11 +1,15 @@
-//! `pipeline inspect`: look at a dataset directory or a TIFF without other tools.
+//! `pipeline inspect`: look at a dataset directory or a TIFF without other tools. A directory is
+//! also checked: every image must open and every tile of it decode (`--quick` only opens them);
+//! unreadable files are named and the exit status is non-zero.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use midog_data::{Category, MidogJson, ScannerMap, TiffImage, write_png_rgb};
+use midog_data::{Category, MidogJson, ScannerMap, TiffImage, TileCache, write_png_rgb};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -20,11 +24,14 @@ pub struct InspectArgs {
     /// Pyramid level of the region (0 = full resolution).
     #[arg(long, default_value_t = 0)]
     pub level: usize,
+    /// With a dataset directory: open the images but do not decode every tile of them.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
     if a.path.is_dir() {
-        return inspect_dataset(&a.path);
+        return inspect_dataset(&a.path, a.quick);
     }
     let tiff = TiffImage::open(&a.path)?;
     print!("{}", tiff.info());
@@ -48,7 +55,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn inspect_dataset(dir: &std::path::Path) -> Result<()> {
+fn inspect_dataset(dir: &Path, quick: bool) -> Result<()> {
     let json = dir.join("MIDOG.json");
     if !json.is_file() {
         bail!("{} has no MIDOG.json", dir.display());
@@ -64,15 +71,20 @@ fn inspect_dataset(dir: &std::path::Path) -> Result<()> {
         res: Vec<f64>,
         missing: usize,
     }
+    let read = read_every_tile(dir, &midog, quick);
+    let mut unreadable = Vec::new();
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    for img in &midog.images {
+    for (img, read) in midog.images.iter().zip(read) {
         let scanner = map.scanner_of(img.id).map(|s| s.name.clone()).unwrap_or_else(|| "?".into());
         let row = rows.entry(scanner).or_default();
         row.images += 1;
         row.sizes.push((img.width, img.height));
-        match TiffImage::open(dir.join(&img.file_name)) {
-            Ok(t) => row.res.extend(t.um_per_px()),
-            Err(_) => row.missing += 1,
+        match read {
+            Ok(res) => row.res.extend(res),
+            Err(e) => {
+                row.missing += 1;
+                unreadable.push(format!("image {} ({}): {e}", img.id, img.file_name));
+            }
         }
         for a in midog.annotations.iter().filter(|a| a.image_id == img.id) {
             match Category::from_id(a.category_id) {
@@ -116,5 +128,53 @@ fn inspect_dataset(dir: &std::path::Path) -> Result<()> {
     for p in problems.iter().take(20) {
         println!("problem: {p}");
     }
+    if !unreadable.is_empty() {
+        let n = unreadable.len();
+        let shown: Vec<String> = unreadable.into_iter().take(20).map(|u| format!("  - {u}")).collect();
+        bail!("{n} of {} images cannot be read:\n{}", midog.images.len(), shown.join("\n"));
+    }
+    if !problems.is_empty() {
+        bail!("{}: {} problem(s) with the annotations (listed above)", json.display(), problems.len());
+    }
     Ok(())
+}
+
+/// Opens every image and (unless `quick`) decodes every tile of it, in parallel with a progress
+/// bar: a file that opens can still hold a corrupt tile. Per image: its µm/px, or why it cannot
+/// be read (the file, level, tile and byte offset).
+fn read_every_tile(dir: &Path, midog: &MidogJson, quick: bool) -> Vec<Result<Option<f64>, String>> {
+    use rayon::prelude::*;
+    let display = engine::progress::RunDisplay::new(false);
+    let bar = display.stage_bar(if quick { "opening images" } else { "decoding every tile" });
+    let done = AtomicU64::new(0);
+    let total = AtomicU64::new(0);
+    let opened: Vec<Result<TiffImage, String>> = midog
+        .images
+        .par_iter()
+        .map(|img| {
+            let tiff = TiffImage::open_with_cache(dir.join(&img.file_name), Arc::new(TileCache::new(0)))
+                .map_err(|e| e.to_string())?;
+            total.fetch_add(tiff.chunk_total() as u64, Ordering::Relaxed);
+            Ok(tiff)
+        })
+        .collect();
+    let total = if quick { 0 } else { total.into_inner() };
+    let read = opened
+        .into_par_iter()
+        .map(|tiff| {
+            let tiff = tiff?;
+            if !quick {
+                tiff.verify(&|| {
+                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if d.is_multiple_of(64) || d == total {
+                        bar.update(d, total, "tiles");
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            }
+            Ok(tiff.um_per_px())
+        })
+        .collect();
+    bar.finish();
+    read
 }

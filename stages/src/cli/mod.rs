@@ -142,6 +142,32 @@ pub struct DetectArgs {
     pub raw_boxes: Option<PathBuf>,
 }
 
+impl DetectArgs {
+    /// The key of each image in the output: its file name, as the MIDOG evaluation matches
+    /// detections to ground truth. Two inputs with one file name would share a key (the second
+    /// would silently replace the first), so that is refused, naming both.
+    pub fn output_keys(&self) -> Result<Vec<String>, String> {
+        let mut first: std::collections::BTreeMap<String, &PathBuf> = std::collections::BTreeMap::new();
+        let mut keys = Vec::with_capacity(self.images.len());
+        for path in &self.images {
+            let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                return Err(format!("{}: not a file name", path.display()));
+            };
+            if let Some(earlier) = first.insert(name.clone(), path) {
+                return Err(format!(
+                    "{} and {} have the same file name `{name}`, and the detections file is keyed by file \
+                     name (as the MIDOG evaluation matches them to ground truth); run detect once per \
+                     directory, or give each image once",
+                    earlier.display(),
+                    path.display()
+                ));
+            }
+            keys.push(name);
+        }
+        Ok(keys)
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct TrainBenchArgs {
     #[arg(long, default_value = "resnet18")]
@@ -217,4 +243,25 @@ pub struct InferBenchArgs {
     pub no_cudnn_benchmark: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detect_refuses_two_images_with_one_file_name() {
+        let parse = |args: &[&str]| match Cli::parse_from(
+            [&["pipeline", "detect", "--checkpoint", "m", "-o", "d.json"], args].concat(),
+        )
+        .command
+        {
+            Command::Detect(a) => a,
+            _ => unreachable!(),
+        };
+        assert_eq!(parse(&["a/001.tiff", "b/002.tiff"]).output_keys().unwrap(), ["001.tiff", "002.tiff"]);
+        let e = parse(&["a/001.tiff", "b/001.tiff"]).output_keys().unwrap_err();
+        assert!(e.contains("a/001.tiff and b/001.tiff") && e.contains("same file name"), "{e}");
+        assert!(parse(&["x.tiff", "x.tiff"]).output_keys().is_err());
+    }
 }

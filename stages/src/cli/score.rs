@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use midog_data::TiffImage;
+use midog_data::{TiffImage, parse_id_ranges};
 use midog_eval::external::{ScoreOptions, render_text, score_external};
-use midog_eval::formats::{DetectionsFile, GroundTruth};
+use midog_eval::formats::{DetectionsFile, GroundTruth, midog_2021_labelled};
 use midog_eval::{PointMatcher, ScoreThreshold};
 
 #[derive(Args, Debug)]
@@ -29,6 +29,11 @@ pub struct ScoreArgs {
     /// Score only these images (comma-separated file names), e.g. a test split.
     #[arg(long, value_delimiter = ',')]
     pub images: Vec<String>,
+    /// MIDOG.json ground truth: the ids of unlabelled images (never scored), e.g. "151-200", or
+    /// "none". Every other image is labelled, with or without annotations. Default: the MIDOG 2021
+    /// definition (1–150 labelled, 151–200 Leica GT450 unlabelled).
+    #[arg(long, value_name = "IDS")]
+    pub unlabelled_ids: Option<String>,
     /// Hit radius in µm.
     #[arg(long, default_value_t = midog_eval::MIDOG_RADIUS_UM)]
     pub radius_um: f64,
@@ -38,7 +43,18 @@ pub struct ScoreArgs {
 }
 
 pub fn run(a: ScoreArgs) -> Result<()> {
-    let gt = GroundTruth::load(&a.ground_truth)?;
+    let unlabelled = match a.unlabelled_ids.as_deref() {
+        None => None,
+        Some("none") => Some(Vec::new()),
+        Some(text) => Some(parse_id_ranges(text).map_err(|e| anyhow::anyhow!("--unlabelled-ids: {e}"))?),
+    };
+    let labelled = |id: u32| -> Option<bool> {
+        match &unlabelled {
+            None => midog_2021_labelled(id),
+            Some(ranges) => Some(!ranges.iter().any(|r| r.contains(&id))),
+        }
+    };
+    let gt = GroundTruth::load(&a.ground_truth, &labelled)?;
     let dets = DetectionsFile::load(&a.detections)?;
     let gt_dir = a.ground_truth.parent().unwrap_or(Path::new(".")).to_path_buf();
     // Resolution of pixel ground truth: the images beside the ground truth, else --um-per-px.

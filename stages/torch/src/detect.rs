@@ -48,6 +48,7 @@ pub fn read_model_toml(model: &Path) -> Result<RetinaNetConfig> {
 }
 
 pub fn run(a: &DetectArgs) -> Result<()> {
+    let keys = a.output_keys().map_err(anyhow::Error::msg)?;
     let dev = device::resolve(&a.device, &[]).map_err(anyhow::Error::msg)?;
     let precision = match a.precision.as_str() {
         "fp32" => midog_model::Precision::Fp32,
@@ -78,7 +79,7 @@ pub fn run(a: &DetectArgs) -> Result<()> {
     };
     let mut out = DetectionsFile::default();
     let mut raw = serde_json::Map::new();
-    for path in &a.images {
+    for (path, name) in a.images.iter().zip(keys) {
         let tiff = Arc::new(TiffImage::open(path)?);
         let um = match (tiff.um_per_px(), a.um_per_px) {
             (_, Some(u)) => u,
@@ -96,7 +97,6 @@ pub fn run(a: &DetectArgs) -> Result<()> {
             .map(|c| BoxDetection { x1: c.b[0], y1: c.b[1], x2: c.b[2], y2: c.b[3], score: c.score, tile: c.tile })
             .collect();
         let dets = stages::nms::suppress(&boxes, a.iou, a.radius_px);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         eprintln!(
             "{name}: {} detections ({} candidates) in {:.2} s",
             dets.len(),

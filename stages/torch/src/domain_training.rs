@@ -198,12 +198,14 @@ impl DomainTrainer {
         Ok(Tensor::from_slice(&idx).to_device(device))
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), StageError> {
-        let path = dir.join(WEIGHTS_FILE);
+    /// The classifier's weights and optimiser state, as files of an epoch's checkpoint.
+    pub fn to_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>, StageError> {
         let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        midog_model::weights::write_safetensors(&path, &tensors, Default::default()).map_err(StageError::domain)?;
-        self.opt.save(&dir.join(OPTIMIZER_FILE)).map_err(StageError::domain)
+        let weights =
+            midog_model::weights::safetensors_bytes(&tensors, Default::default()).map_err(StageError::domain)?;
+        let optimizer = self.opt.to_bytes().map_err(StageError::domain)?;
+        Ok(vec![(WEIGHTS_FILE, weights), (OPTIMIZER_FILE, optimizer)])
     }
 
     pub fn load(&mut self, dir: &Path) -> Result<(), StageError> {

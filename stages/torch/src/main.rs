@@ -4,9 +4,11 @@
 
 mod batch_tensor;
 mod bench;
+mod checkpoint;
 mod detect;
 mod device;
 mod domain_training;
+mod fault;
 mod optim;
 mod stain_norm;
 mod tensorboard;

@@ -134,19 +134,18 @@ impl FlatOptimizer {
         norm
     }
 
-    /// Saves the optimiser state (moments and step count).
-    pub fn save(&self, path: &Path) -> Result<(), midog_model::Error> {
+    /// The optimiser state (moments and step count) as the bytes of a safetensors file.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, midog_model::Error> {
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
         meta.insert("parameters".to_string(), self.flat.numel().to_string());
-        midog_model::weights::write_safetensors(
-            path,
+        midog_model::weights::safetensors_bytes(
             &[("m".to_string(), self.m.shallow_clone()), ("v".to_string(), self.v.shallow_clone())],
             meta,
         )
     }
 
-    /// Restores a state written by [`FlatOptimizer::save`] for the same model.
+    /// Restores a state written by [`FlatOptimizer::to_bytes`] for the same model.
     pub fn load(&mut self, path: &Path) -> Result<(), String> {
         let (tensors, meta) = midog_model::weights::read_safetensors(path).map_err(|e| e.to_string())?;
         let get = |n: &str| tensors.iter().find(|(k, _)| k == n).map(|(_, t)| t.shallow_clone());
@@ -226,7 +225,7 @@ mod tests {
             loss(&m).backward();
             let _ = opt.step(1e-2, Some(1.0));
         }
-        opt.save(&dir.path().join("opt.safetensors")).unwrap();
+        std::fs::write(dir.path().join("opt.safetensors"), opt.to_bytes().unwrap()).unwrap();
         let snapshot: HashMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
         opt.zero_grad();
         loss(&m).backward();

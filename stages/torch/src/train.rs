@@ -1,8 +1,9 @@
 //! The train stage: RetinaNet training on the sample stage's plan, fed by the patch loader, with
 //! per-epoch validation (loss and F1 on the validation patches), best/last checkpoints, a Parquet
 //! metrics table, a TensorBoard event file and loss-curve PNGs. Resumable: each finished epoch
-//! leaves weights, optimiser state and metrics in the stage's resume directory, and a run with
-//! the same key continues from there.
+//! commits weights, optimiser state and metrics together in the stage's resume directory (see
+//! `checkpoint.rs`), and a run with the same key continues from there exactly as if it had not
+//! been interrupted.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +12,6 @@ use std::time::Instant;
 use engine::{StageContext, StageError};
 use midog_data::loader::{AugmentConfig, LoaderConfig, LoaderImage, PatchLoader, PatchSpec};
 use midog_model::{LossScaler, Precision, Targets};
-use serde::{Deserialize, Serialize};
 use stages::artifact::dataset_manifest::LoadedDataset;
 use stages::artifact::sample_plan::PlannedPatch;
 use stages::artifact::tables::TableBuilder;
@@ -21,41 +21,12 @@ use stages::train::TrainParams;
 use tch::{Device, Tensor};
 
 use crate::batch_tensor::TensorBatch;
+use crate::checkpoint::{self, Best, Checkpoints, Committed, MetricsRow, TrainState};
 use crate::device;
+use crate::fault;
 use crate::optim::FlatOptimizer;
 use crate::tensorboard::EventWriter;
 use crate::validate::{ValidationResult, validate};
-
-/// One row of `metrics.parquet` (one per epoch).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MetricsRow {
-    pub epoch: u32,
-    pub step: u64,
-    pub lr: f64,
-    pub loss: f64,
-    pub cls_loss: f64,
-    pub box_loss: f64,
-    pub val_loss: Option<f64>,
-    pub val_f1: Option<f64>,
-    pub val_threshold: Option<f64>,
-    pub img_per_s: f64,
-    pub seconds: f64,
-    /// Domain-adversarial training: mean domain loss and classifier accuracy of the epoch.
-    #[serde(default)]
-    pub domain_loss: Option<f64>,
-    #[serde(default)]
-    pub domain_accuracy: Option<f64>,
-}
-
-/// What a resumed run needs besides weights and optimiser state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct TrainState {
-    epochs_done: u32,
-    global_step: u64,
-    best_f1: Option<f64>,
-    best_epoch: Option<u32>,
-    rows: Vec<MetricsRow>,
-}
 
 fn model_err(e: midog_model::Error) -> StageError {
     StageError::domain(e)
@@ -161,25 +132,24 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     tracing::info!("training on {} with {} parameters", device::describe(device), opt.parameters());
 
     let resume = ctx.resume_dir()?.to_path_buf();
-    let mut state: TrainState =
-        std::fs::read(resume.join("state.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    if state.epochs_done > 0 {
-        let (tensors, _) =
-            midog_model::weights::read_safetensors(&resume.join("last.safetensors")).map_err(model_err)?;
-        midog_model::weights::load_state_dict(&vs, tensors, &resume.join("last.safetensors"), &[])
-            .map_err(model_err)?;
-        opt.load(&resume.join("optimizer.safetensors")).map_err(StageError::msg)?;
-        tracing::info!("resuming after epoch {} of {} (from {})", state.epochs_done, p.epochs, resume.display());
+    let checkpoints = Checkpoints::new(&resume);
+    let mut last = checkpoints.latest()?;
+    let mut state = TrainState::default();
+    if let Some(c) = &last {
+        let weights = c.dir.join(checkpoint::LAST);
+        let (tensors, _) = midog_model::weights::read_safetensors(&weights).map_err(model_err)?;
+        midog_model::weights::load_state_dict(&vs, tensors, &weights, &[]).map_err(model_err)?;
+        opt.load(&c.dir.join(checkpoint::OPTIMIZER)).map_err(StageError::msg)?;
+        state = c.state.clone();
+        tracing::info!("resuming after epoch {} of {} (from {})", state.epochs_done, p.epochs, c.dir.display());
     }
 
     let patch = plan.recipe.patch_size;
     let train_set = ImageSet::new(plan.train.iter().map(|i| i.id), &dataset, &plan)?;
     let mut val_set = ImageSet::new(plan.val_patches.iter().map(|v| v.image_id), &dataset, &plan)?;
     let mut dg = crate::domain_training::prepare(p, ctx, &dataset, &train_set, &mut val_set, device)?;
-    if let Some(t) = dg.trainer.as_mut()
-        && state.epochs_done > 0
-    {
-        t.load(&resume)?;
+    if let (Some(t), Some(c)) = (dg.trainer.as_mut(), &last) {
+        t.load(&c.dir)?;
     }
     let unlabelled_per_batch = dg.unlabelled_per_batch();
     let checkpoint_meta = match &dg.stain {
@@ -287,7 +257,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
                 if !l.is_finite() {
                     let values = read_losses(&step_losses)?;
                     let rows: Vec<&[f32]> = values.chunks(LOSS_COLUMNS).collect();
-                    check_finite(&rows, epoch, state.global_step, &state, &resume)?;
+                    check_finite(&rows, epoch, state.global_step, last.as_ref(), p)?;
                 }
                 ctx.progress().set_message(&format!("epoch {}/{} loss {l:.3}", epoch + 1, p.epochs));
             }
@@ -295,7 +265,13 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         let values = read_losses(&step_losses)?;
         let rows: Vec<&[f32]> = values.chunks(LOSS_COLUMNS).collect();
-        check_finite(&rows, epoch, state.global_step, &state, &resume)?;
+        check_finite(&rows, epoch, state.global_step, last.as_ref(), p)?;
+        if fault::action_at("trained", epoch + 1) == Some(fault::Action::Nan) {
+            let _guard = tch::no_grad_guard();
+            for mut v in vs.trainable_variables() {
+                let _ = v.fill_(f64::NAN);
+            }
+        }
         let mean = |i: usize| rows.iter().map(|r| r[i] as f64).sum::<f64>() / rows.len().max(1) as f64;
         let validate_now = (epoch + 1) % p.val_every == 0 || epoch + 1 == p.epochs;
         let val: Option<ValidationResult> = if validate_now && !val_batches.is_empty() {
@@ -339,32 +315,75 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             fmt(row.val_f1),
             row.img_per_s
         );
+        // Weights whose validation loss is not finite are never committed: the last committed
+        // checkpoint stays the last good one.
+        if let Some(v) = row.val_loss.filter(|v| !v.is_finite()) {
+            return Err(StageError::msg(format!(
+                "the validation loss became {v} after epoch {} (its training loss, {:.4}, was finite: the \
+                 weights diverged in the epoch's last steps); {}. {}",
+                row.epoch,
+                row.loss,
+                last_good(last.as_ref()),
+                divergence_advice(p)
+            )));
+        }
         write_events(&mut events, &row).map_err(|e| StageError::io(&events.path, e))?;
 
-        // Checkpoint the finished epoch (atomic files), then the state that points at it.
-        let save = |path: &Path| net.save_checkpoint_with(&vs, path, &checkpoint_meta).map_err(model_err);
-        save(&resume.join("last.safetensors"))?;
-        opt.save(&resume.join("optimizer.safetensors")).map_err(model_err)?;
-        if let Some(t) = &dg.trainer {
-            t.save(&resume)?;
-        }
+        // Commit the finished epoch: weights, optimiser state and counters together.
         let improved = match (row.val_f1, state.best_f1) {
             (Some(f), Some(b)) => f > b,
             (Some(_), None) => true,
             (None, _) => state.best_epoch.is_none(),
         };
         if improved {
-            save(&resume.join("best.safetensors"))?;
             state.best_f1 = row.val_f1.or(state.best_f1);
             state.best_epoch = Some(row.epoch);
         }
         state.epochs_done = epoch + 1;
         state.rows.push(row);
-        let bytes = serde_json::to_vec_pretty(&state).map_err(|e| StageError::msg(e.to_string()))?;
-        engine::write_atomic(&resume.join("state.json"), &bytes)
-            .map_err(|e| StageError::io(resume.join("state.json"), e))?;
+        let weights = midog_model::weights::checkpoint_bytes(&vs, net.config(), &checkpoint_meta).map_err(model_err)?;
+        let optimizer = opt.to_bytes().map_err(model_err)?;
+        let previous_best = last.as_ref().map(|c| c.dir.join(checkpoint::BEST));
+        let best = match (&previous_best, improved) {
+            (Some(p), false) => Best::Previous(p),
+            _ => Best::ThisEpoch,
+        };
+        let extra = match &dg.trainer {
+            Some(t) => t.to_files()?,
+            None => Vec::new(),
+        };
+        let dir = checkpoints.commit(&state, &weights, &optimizer, best, &extra)?;
+        last = Some(Committed { dir, state: state.clone() });
     }
-    finish(ctx, &resume, &state)
+    let Some(last) = last else { return Err(StageError::msg("training ran no epoch")) };
+    finish(ctx, &last)
+}
+
+/// Where a diverged training can restart from.
+fn last_good(last: Option<&Committed>) -> String {
+    match last {
+        Some(c) => format!(
+            "the last good checkpoint is {} (after epoch {})",
+            c.dir.join(checkpoint::LAST).display(),
+            c.state.epochs_done
+        ),
+        None => "no epoch finished before, so there is no good checkpoint to go back to".to_string(),
+    }
+}
+
+/// What to change after a diverged loss, from what this run used (fp32 is only suggested when
+/// it was not in use).
+fn divergence_advice(p: &TrainParams) -> String {
+    let mut tips = vec![format!("lower lr (now {})", p.lr)];
+    match p.grad_clip {
+        None => tips.push("set grad_clip (e.g. 1.0)".to_string()),
+        Some(g) => tips.push(format!("lower grad_clip (now {g})")),
+    }
+    if p.precision != Precision::Fp32 {
+        tips.push(format!("use precision = \"fp32\" (now {:?})", p.precision).to_lowercase());
+    }
+    let last = tips.pop().unwrap_or_default();
+    if tips.is_empty() { format!("Try: {last}") } else { format!("Try: {} or {last}", tips.join(", ")) }
 }
 
 /// Values per step: total, classification, box, domain loss, domain accuracy.
@@ -385,25 +404,18 @@ fn check_finite(
     rows: &[&[f32]],
     epoch: u32,
     global_step: u64,
-    state: &TrainState,
-    resume: &Path,
+    last: Option<&Committed>,
+    p: &TrainParams,
 ) -> Result<(), StageError> {
     let Some(bad) = rows.iter().position(|r| !r[0].is_finite()) else { return Ok(()) };
     let global = global_step - rows.len() as u64 + bad as u64 + 1;
-    let checkpoint = if state.epochs_done > 0 {
-        format!(
-            "the last good checkpoint is {} (after epoch {})",
-            resume.join("last.safetensors").display(),
-            state.epochs_done
-        )
-    } else {
-        "no epoch finished before, so there is no last good checkpoint".to_string()
-    };
     Err(StageError::msg(format!(
-        "the loss became {} at epoch {} step {} (global step {global}); {checkpoint}. Lower lr, set grad_clip, or use precision = \"fp32\"",
+        "the loss became {} at epoch {} step {} (global step {global}); {}. {}",
         rows[bad][0],
         epoch + 1,
         bad + 1,
+        last_good(last),
+        divergence_advice(p)
     )))
 }
 
@@ -445,18 +457,23 @@ fn write_events(w: &mut EventWriter, row: &MetricsRow) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Publishes checkpoints, metrics, TensorBoard events and plots into the stage's output.
-fn finish(ctx: &StageContext, resume: &Path, state: &TrainState) -> Result<(), StageError> {
-    let out = ctx.out_dir();
+/// Publishes checkpoints, metrics, TensorBoard events and plots into the stage's output, all
+/// from the last committed checkpoint (so a resumed run publishes what an uninterrupted one does).
+fn finish(ctx: &StageContext, last: &Committed) -> Result<(), StageError> {
+    let (state, out) = (&last.state, ctx.out_dir());
     let ck = out.join("checkpoints");
     std::fs::create_dir_all(&ck).map_err(|e| StageError::io(&ck, e))?;
-    for name in ["best.safetensors", "last.safetensors"] {
-        std::fs::copy(resume.join(name), ck.join(name)).map_err(|e| StageError::io(resume.join(name), e))?;
+    for name in [checkpoint::BEST, checkpoint::LAST] {
+        let from = last.dir.join(name);
+        std::fs::copy(&from, ck.join(name)).map_err(|e| StageError::io(&from, e))?;
     }
+    // The event file is written anew from the committed rows: the live one in the resume
+    // directory repeats the epochs an interrupted run did twice.
     let tb_out = out.join("tensorboard");
     std::fs::create_dir_all(&tb_out).map_err(|e| StageError::io(&tb_out, e))?;
-    for e in std::fs::read_dir(resume.join("tensorboard")).map_err(|e| StageError::io(resume, e))?.flatten() {
-        std::fs::copy(e.path(), tb_out.join(e.file_name())).map_err(|err| StageError::io(e.path(), err))?;
+    let mut events = EventWriter::create(&tb_out).map_err(|e| StageError::io(&tb_out, e))?;
+    for row in &state.rows {
+        write_events(&mut events, row).map_err(|e| StageError::io(&events.path, e))?;
     }
     let r = &state.rows;
     TableBuilder::new()

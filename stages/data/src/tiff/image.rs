@@ -199,6 +199,31 @@ impl TiffImage {
         Some((*level.offsets.get(index)?, *level.byte_counts.get(index)?))
     }
 
+    /// Number of stored chunks of every level together (what [`verify`](Self::verify) decodes).
+    pub fn chunk_total(&self) -> usize {
+        self.levels.iter().map(|l| l.offsets.len()).sum()
+    }
+
+    /// Decodes every stored chunk of every level once, in parallel and without caching, so a
+    /// truncated or corrupt tile is found when the dataset is checked instead of when a patch or
+    /// an inference tile first touches it (hours later, or never: a patch loader that hit it
+    /// would stop training). `on_chunk` is called after each chunk. The error is that of the first
+    /// bad chunk in file order, naming the file, level, tile (column, row) and byte offset.
+    pub fn verify(&self, on_chunk: &(dyn Fn() + Sync)) -> Result<(), DataError> {
+        use rayon::prelude::*;
+        let chunks: Vec<(usize, usize)> =
+            (0..self.levels.len()).flat_map(|l| (0..self.chunk_count(l)).map(move |i| (l, i))).collect();
+        let results: Vec<Result<(), DataError>> = chunks
+            .par_iter()
+            .map(|&(level, index)| {
+                let decoded = self.decode_chunk(level, index).map(drop);
+                on_chunk();
+                decoded
+            })
+            .collect();
+        results.into_iter().collect()
+    }
+
     /// [`read_region`](Self::read_region) into a new buffer.
     pub fn read_region_vec(&self, level: usize, x: i64, y: i64, w: u32, h: u32) -> Result<Vec<u8>, DataError> {
         let mut out = vec![0u8; w as usize * h as usize * 3];

@@ -8,6 +8,10 @@
 //! reports the stream's colour space, and the Photometric tag decides: RGB streams are never
 //! converted; YCbCr is converted with full-range BT.601 (zune-jpeg's SIMD path when it agrees
 //! that the stream is YCbCr, else libjpeg's exact fixed-point tables here), as libjpeg does.
+//!
+//! The decoder runs in strict mode: without it zune-jpeg paints the rest of a tile grey (128)
+//! when its entropy-coded data is corrupt or ends early, and reports success, so a damaged tile
+//! would be read as a grey square and learnt from without a word.
 
 use std::sync::OnceLock;
 
@@ -27,7 +31,7 @@ pub(crate) fn decode(
     photometric: Photometric,
 ) -> Result<Vec<u8>, String> {
     let stream = splice(tables, data)?;
-    let options = DecoderOptions::default().set_max_width(1 << 16).set_max_height(1 << 16).set_strict_mode(false);
+    let options = DecoderOptions::default().set_max_width(1 << 16).set_max_height(1 << 16).set_strict_mode(true);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(&stream[..]), options);
     decoder.decode_headers().map_err(|e| format!("JPEG header: {e:?}"))?;
     let info = decoder.info().ok_or("JPEG header: no frame")?;
