@@ -264,6 +264,8 @@ mod tests {
             val_threshold: Some(0.3),
             img_per_s: 1.0,
             seconds: 1.0,
+            domain_loss: e.is_multiple_of(2).then_some(0.69),
+            domain_accuracy: e.is_multiple_of(2).then_some(0.5),
         };
         TrainState {
             epochs_done: epochs,
