@@ -5,7 +5,8 @@
 #
 #   bench/studies.sh CACHE_DIR OUT_DIR [EXPERIMENT...]
 #
-# Default experiments: quickstart overlap sampling detectors domain-shift hyperparams. Writes
+# Default experiments: quickstart overlap sampling detectors domain-shift hyperparams
+# domain-generalization. Writes
 # OUT_DIR/<exp>.log (the run's table and its wall time), OUT_DIR/compare-<exp>/ (PNG charts and
 # the comparison table) and OUT_DIR/results.parquet (every variant of every file, one row per
 # scanner and split).
@@ -18,7 +19,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../bin/env.sh
 source "$repo/bin/env.sh"
 exps=("$@")
-[ ${#exps[@]} -eq 0 ] && exps=(quickstart overlap sampling detectors domain-shift hyperparams)
+[ ${#exps[@]} -eq 0 ] && exps=(quickstart overlap sampling detectors domain-shift hyperparams domain-generalization)
 (cd "$repo" && cargo build --release --locked --bins) || exit 1
 bin=$CARGO_TARGET_DIR/release/pipeline
 mkdir -p "$out"
