@@ -8,7 +8,7 @@
 #   bench/studies.sh CACHE_DIR OUT_DIR [EXPERIMENT...]
 #
 # Default experiments: quickstart study ensemble overlap sampling detectors domain-shift
-# cross-validation hyperparams. Writes
+# cross-validation hyperparams domain-generalization. Writes
 # OUT_DIR/<exp>.log (the run's table and its wall time), OUT_DIR/compare-<exp>/ (PNG charts and
 # the comparison table) and OUT_DIR/results.parquet (every variant of every file, one row per
 # scanner and split).
@@ -21,7 +21,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../bin/env.sh
 source "$repo/bin/env.sh"
 exps=("$@")
-[ ${#exps[@]} -eq 0 ] && exps=(quickstart study ensemble overlap sampling detectors domain-shift cross-validation hyperparams)
+[ ${#exps[@]} -eq 0 ] && exps=(quickstart study ensemble overlap sampling detectors domain-shift cross-validation hyperparams domain-generalization)
 (cd "$repo" && cargo build --release --locked --bins) || exit 1
 bin=$CARGO_TARGET_DIR/release/pipeline
 mkdir -p "$out"

@@ -42,6 +42,8 @@ pub struct StageContext {
     memo_dir: Option<PathBuf>,
     progress: Progress,
     summary: Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// `file:line:column` of each param set in the experiment files (dotted path in the table).
+    param_locations: std::collections::BTreeMap<String, String>,
 }
 
 impl StageContext {
@@ -66,6 +68,7 @@ impl StageContext {
             memo_dir: None,
             progress,
             summary: Mutex::new(Default::default()),
+            param_locations: job.param_locations.clone(),
         }
     }
 
@@ -117,6 +120,7 @@ impl StageContext {
             memo_dir: None,
             progress: Progress::silent(),
             summary: Mutex::new(Default::default()),
+            param_locations: Default::default(),
         }
     }
 
@@ -171,6 +175,26 @@ impl StageContext {
 
     pub fn is_cancelled(&self) -> bool {
         CANCELLED.load(Ordering::Relaxed)
+    }
+
+    /// An error about one of this stage's params that only shows at run time (it depends on the
+    /// data): it names the experiment file, line and column where the param (or its nearest
+    /// enclosing table) is set, or, for a param left at its default, the stage's table, and the
+    /// param's full key, e.g. `exp.toml:31:1: stages.train.domain_adversarial: …`.
+    pub fn param_error(&self, path: &[&str], message: impl std::fmt::Display) -> StageError {
+        let dotted = path.join(".");
+        let located = (0..=path.len()).rev().find_map(|n| {
+            let p = path[..n].join(".");
+            self.param_locations.get(&p).map(|l| (l, n == path.len()))
+        });
+        let key = format!("stages.{}{}{}", self.name, if dotted.is_empty() { "" } else { "." }, dotted);
+        let text = match (located, &self.location) {
+            (Some((loc, true)), _) => format!("{loc}: {key}: {message}"),
+            (Some((loc, false)), _) => format!("{loc}: {key} (in this table): {message}"),
+            (None, Some(table)) => format!("{table}: {key} (not set: its default): {message}"),
+            (None, None) => format!("{key}: {message}"),
+        };
+        StageError::Message(text)
     }
 
     /// Adds a fact to the stage's record (shown by `pipeline explain`, kept in `record.json`).

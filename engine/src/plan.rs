@@ -10,7 +10,7 @@
 //! members live in other variants, keys are computed in passes over all variants until every
 //! stage is keyed; the sweep cannot change `needs`, so a cycle across variants is impossible.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,6 +49,10 @@ pub struct PlannedStage {
     /// The kind's main output files ([`crate::stage::StageDef::HIGHLIGHTS`]).
     pub highlights: &'static [&'static str],
     pub location: Option<Location>,
+    /// Where each param set in the experiment files is (dotted path inside the stage table →
+    /// `file:line:column`), so that a stage can name the line of a param whose value only turns
+    /// out wrong at run time ([`crate::StageContext::param_error`]).
+    pub param_locations: BTreeMap<String, String>,
     /// Where this stage's relative path params resolve (see [`crate::stage::StageDef::PATH_PARAMS`]).
     pub params_dir: PathBuf,
     /// Why the stage cannot run yet; only plans made with [`MissingInputs::Allow`] have any,
@@ -711,6 +715,11 @@ fn key_stage(
         ancestors,
         external,
         location: sources.key(&path_of(&["stages", name])).cloned(),
+        param_locations: sources
+            .keys_under(&path_of(&["stages", name]))
+            .into_iter()
+            .map(|(k, l)| (k, l.to_string()))
+            .collect(),
         params_dir,
         blocked,
     })

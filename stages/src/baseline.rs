@@ -17,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::dataset_manifest::LoadedDataset;
+use crate::artifact::heldout::HeldoutLabels;
 use crate::artifact::inferred::{InferredImage, InferredImages, Role};
 use crate::artifact::tables::{DETECTIONS_FILE, Detections};
 use crate::artifact::{DatasetImage, DatasetManifest, SplitSets};
@@ -92,15 +93,19 @@ impl StageDef for BlobBaselineStage {
 
 pub fn run(p: &BlobBaselineParams, ctx: &StageContext) -> Result<(), StageError> {
     let split = SplitSets::load(ctx.input("split")?)?;
-    let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
+    let dataset_artifact = ctx.ancestor("dataset")?;
+    let dataset = DatasetManifest::load(dataset_artifact)?;
+    // Held-out labels, for the images the split chose (test images, and the oracle's training).
+    let heldout =
+        if split.heldout.is_empty() { HeldoutLabels::default() } else { HeldoutLabels::load(dataset_artifact)? };
     let grid = p.grid();
-    let train = labelled(&dataset, &split.train, "train")?;
+    let train = labelled(&dataset, &split.train, &split.heldout, "train")?;
     if train.is_empty() {
         return Err(StageError::msg("the split has no training images to tune the baseline on"));
     }
     let mut targets = Vec::new();
     for (role, ids) in [(Role::Val, &split.val), (Role::Test, &split.test)] {
-        targets.extend(labelled(&dataset, ids, role.as_str())?.into_iter().map(|img| (role, img)));
+        targets.extend(labelled(&dataset, ids, &split.heldout, role.as_str())?.into_iter().map(|img| (role, img)));
     }
     if !targets.iter().any(|(role, _)| *role == Role::Test) {
         return Err(StageError::msg("the split has no test images to detect on"));
@@ -113,7 +118,11 @@ pub fn run(p: &BlobBaselineParams, ctx: &StageContext) -> Result<(), StageError>
         .map(|img| {
             ctx.check_cancelled()?;
             let rgb = read_whole(&dataset, img)?;
-            let mitoses = img.mitosis_centres().into_iter().map(|(x, y)| Point::new(x, y)).collect();
+            let boxes = match heldout.image(img.id).filter(|_| !img.labelled) {
+                Some(h) => &h.mitoses,
+                None => &img.mitoses,
+            };
+            let mitoses = boxes.iter().map(|b| Point::new((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0)).collect();
             let t = TuningImage::new(&rgb, mitoses, &grid);
             progress.inc(1);
             Ok(t)
@@ -164,12 +173,18 @@ pub fn run(p: &BlobBaselineParams, ctx: &StageContext) -> Result<(), StageError>
     out.write(&ctx.out_dir().join(DETECTIONS_FILE))
 }
 
-/// The images of `ids`, each required to be labelled (the baseline tunes and is scored on labels).
-fn labelled<'a>(dataset: &'a LoadedDataset, ids: &[u32], set: &str) -> Result<Vec<&'a DatasetImage>, StageError> {
+/// The images of `ids`, each required to be labelled or to have held-out labels the split chose
+/// (the baseline tunes and is scored on labels).
+fn labelled<'a>(
+    dataset: &'a LoadedDataset,
+    ids: &[u32],
+    heldout: &[u32],
+    set: &str,
+) -> Result<Vec<&'a DatasetImage>, StageError> {
     ids.iter()
         .map(|&id| {
             let img = dataset.image(id)?;
-            if img.labelled {
+            if img.labelled || heldout.contains(&id) {
                 Ok(img)
             } else {
                 Err(StageError::msg(format!("{set} image {id} ({}) has no labels", img.scanner)))

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::dataset_manifest::{self, DatasetImage, DatasetManifest, DomainsInfo};
+use crate::artifact::heldout::{self, HeldoutImage, HeldoutLabels};
 use crate::artifact::write_json;
 use crate::dataset_definition::{DatasetFiles, dataset_files, domains_of, load_table};
 
@@ -39,6 +40,11 @@ pub struct DatasetParams {
     /// to an unlabelled scanner.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domains: Option<PathBuf>,
+    /// Labels of unlabelled-scanner images, kept apart (MIDOG.json layout, relative to the
+    /// experiment file): only the split's `heldout` modes use them, as a test set. A synthetic set
+    /// brings its own (`heldout_labels.json`, the GT450 truth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heldout_labels: Option<PathBuf>,
     /// Read images that MIDOG.json names outside `root` (absolute paths, or paths with `..`).
     /// Off by default: such names (common in COCO exports) usually point at another machine's
     /// disk. Not part of the key: it only permits reading, it changes no output.
@@ -110,12 +116,13 @@ impl Default for ScannerParams {
 pub struct DatasetStage;
 
 /// Bumped when dataset.json changes; the generator's own version enters too.
-const STAGE_VERSION: u32 = 1;
+/// 2: `heldout.json` beside `dataset.json`.
+const STAGE_VERSION: u32 = 2;
 
 impl StageDef for DatasetStage {
     type Params = DatasetParams;
     const KIND: &'static str = "dataset";
-    const PATH_PARAMS: &'static [&'static str] = &["root"];
+    const PATH_PARAMS: &'static [&'static str] = &["root", "heldout_labels"];
     const NON_KEY_PARAMS: &'static [&'static str] = &["allow_outside_root"];
     const VERSION: u32 = STAGE_VERSION * 1000 + midog_synth::GENERATOR_VERSION;
     const SUMMARY: &'static str = "MIDOG images and labels (real files under `root`, or a generated synthetic set)";
@@ -147,6 +154,13 @@ impl StageDef for DatasetStage {
                     )
                     .with_help("synthetic = { tumor_types = [...] } writes MIDOG++.json and the domain table"));
                 }
+                }
+            }
+            if p.heldout_labels.is_some() {
+                return Err(ParamError::new(
+                    &["heldout_labels"],
+                    "a synthetic dataset brings its own held-out labels; set heldout_labels only with `root`",
+                ));
             }
         }
         scanner_map(p)?;
@@ -168,6 +182,13 @@ impl StageDef for DatasetStage {
         }
         for img in &midog.images {
             inputs.push(ExternalInput { name: img.file_name.clone(), path: dir.join(&img.file_name) });
+        }
+        if let Some(h) = &p.heldout_labels {
+            let path = base.join(h);
+            if !path.is_file() {
+                return Err(ParamError::new(&["heldout_labels"], format!("{} does not exist", path.display())));
+            }
+            inputs.push(ExternalInput { name: "heldout_labels".into(), path });
         }
         Ok(inputs)
     }
@@ -317,6 +338,18 @@ pub fn run(p: &DatasetParams, ctx: &StageContext) -> Result<(), StageError> {
         (None, None) => return Err(StageError::msg("the dataset needs `root` or `synthetic`")),
     };
     let manifest = load_and_validate(&images_dir, external_root, &files, p, &map, ctx)?;
+    let heldout_file = match (&p.heldout_labels, &p.synthetic) {
+        (Some(h), _) => Some(ctx.params_dir.join(h)),
+        (None, Some(_)) => Some(images_dir.join(midog_synth::HELDOUT_LABELS_FILE)).filter(|f| f.is_file()),
+        (None, None) => None,
+    };
+    if let Some(file) = heldout_file {
+        let heldout = load_heldout(&file, &manifest)?;
+        let m: usize = heldout.images.iter().map(|i| i.mitoses.len()).sum();
+        ctx.set_summary("heldout_images", heldout.images.len() as u64);
+        ctx.set_summary("heldout_mitoses", m as u64);
+        write_json(&ctx.out_dir().join(heldout::FILE), &heldout)?;
+    }
     for attr in manifest.attributes() {
         for value in DatasetManifest::values_among(&attr, &manifest.images) {
             let imgs: Vec<&DatasetImage> =
@@ -505,6 +538,51 @@ pub fn load_and_validate(
     let multi = !summary.attributes.is_empty() || !summary.renamings.is_empty() || files.table.is_some();
     let info = multi.then(|| DomainsInfo { summary, official_sets: images.iter().any(|i| i.official_set.is_some()) });
     Ok(DatasetManifest { external_root, scanners, images, domains: info })
+}
+
+/// Reads held-out labels (MIDOG.json layout) and checks them against the dataset: every image
+/// is in it, from an unlabelled scanner, and every box lies inside its image.
+pub fn load_heldout(file: &Path, manifest: &DatasetManifest) -> Result<HeldoutLabels, StageError> {
+    let midog = MidogJson::load(file).map_err(StageError::domain)?;
+    let mut problems: Vec<String> = midog.check(file);
+    let mut images = Vec::new();
+    for entry in &midog.images {
+        let Some(img) = manifest.image(entry.id) else {
+            problems.push(format!("image {} ({}) is not in the dataset", entry.id, entry.file_name));
+            continue;
+        };
+        if img.labelled {
+            problems.push(format!(
+                "image {} is from scanner {}, which is labelled: held-out labels are for unlabelled scanners only",
+                entry.id, img.scanner
+            ));
+            continue;
+        }
+        let (mut mitoses, mut imposters) = (Vec::new(), Vec::new());
+        for a in midog.annotations.iter().filter(|a| a.image_id == entry.id) {
+            let b = a.bbox;
+            if b[0] < 0.0 || b[1] < 0.0 || b[2] > f64::from(img.width) || b[3] > f64::from(img.height) {
+                problems.push(format!("annotation {} of image {}: box {b:?} leaves the image", a.id, entry.id));
+            }
+            match Category::from_id(a.category_id) {
+                Some(Category::Mitosis) => mitoses.push(b),
+                Some(Category::Imposter) => imposters.push(b),
+                None => {}
+            }
+        }
+        images.push(HeldoutImage { id: entry.id, scanner: img.scanner.clone(), mitoses, imposters });
+    }
+    if !problems.is_empty() {
+        let shown: Vec<String> = problems.iter().take(20).map(|p| format!("  - {p}")).collect();
+        return Err(StageError::msg(format!(
+            "{}: {} problem(s) with the held-out labels:\n{}",
+            file.display(),
+            problems.len(),
+            shown.join("\n")
+        )));
+    }
+    images.sort_by_key(|i| i.id);
+    Ok(HeldoutLabels { images })
 }
 
 /// Bumped when the TIFF reader decodes differently, so files verified by an older reader are

@@ -9,6 +9,7 @@ use engine::{ParamError, StageContext, StageDef, StageError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::heldout::HeldoutLabels;
 use crate::artifact::sample_plan::{self, PlanImage, Recipe, SamplePlan, Strategy};
 use crate::artifact::{DatasetManifest, SplitSets, write_json};
 
@@ -105,19 +106,26 @@ impl StageDef for SampleStage {
 
 pub fn run(p: &SampleParams, ctx: &StageContext) -> Result<(), StageError> {
     let split = SplitSets::load(ctx.input("split")?)?;
-    let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
+    let dataset_artifact = ctx.ancestor("dataset")?;
+    let dataset = DatasetManifest::load(dataset_artifact)?;
+    // Held-out labels are read only when the split trains on them (`heldout = "oracle"`).
+    let oracle = split.train.iter().chain(&split.val).any(|id| split.heldout.contains(id));
+    let heldout = if oracle { HeldoutLabels::load(dataset_artifact)? } else { HeldoutLabels::default() };
     let to_plan = |ids: &[u32]| -> Result<Vec<PlanImage>, StageError> {
         ids.iter()
             .map(|id| {
                 let img = dataset.image(*id)?;
-                Ok(PlanImage {
-                    id: img.id,
-                    width: img.width,
-                    height: img.height,
-                    mitoses: img.mitoses.clone(),
-                    imposters: img.imposters.clone(),
-                    patches: None,
-                })
+                let (mitoses, imposters) = if img.labelled {
+                    (img.mitoses.clone(), img.imposters.clone())
+                } else if let Some(h) = heldout.image(*id).filter(|_| split.heldout.contains(id)) {
+                    (h.mitoses.clone(), h.imposters.clone())
+                } else {
+                    return Err(StageError::msg(format!(
+                        "sample: image {id} (scanner {}) has no labels and cannot be trained or validated on",
+                        img.scanner
+                    )));
+                };
+                Ok(PlanImage { id: img.id, width: img.width, height: img.height, mitoses, imposters, patches: None })
             })
             .collect()
     };

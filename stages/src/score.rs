@@ -17,11 +17,12 @@ use midog_eval::{Bootstrap, Counts, Detection, Point, PointMatcher, ScoreThresho
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::artifact::heldout::HeldoutLabels;
 use crate::artifact::inferred::{self, InferredImage, InferredImages, Role};
 use crate::artifact::output_names::output_stems;
 use crate::artifact::scores::{self, GroupScore, ImageScore, Scores};
 use crate::artifact::tables::{DETECTIONS_FILE, Detections, TableBuilder};
-use crate::artifact::{DatasetManifest, write_json};
+use crate::artifact::{DatasetManifest, SplitSets, write_json};
 
 /// `"best-on-val"` (maximise F1 on the validation images) or a fixed number.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -151,21 +152,32 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     let inferred = InferredImages::load(&input.dir)?;
     let detections_path = input.dir.join(DETECTIONS_FILE);
     let detections = Detections::read(&detections_path)?;
-    let dataset = DatasetManifest::load(ctx.ancestor("dataset")?)?;
+    let dataset_artifact = ctx.ancestor("dataset")?;
+    let dataset = DatasetManifest::load(dataset_artifact)?;
     detections.check(&detections_path, |id| {
         dataset.image(id).map(|d| d.file_name.clone()).unwrap_or_else(|_| "not in the dataset".into())
     })?;
+    // Images of an unlabelled scanner are scored only with the held-out labels the split chose.
+    let chosen: Vec<u32> = match ctx.ancestor("split") {
+        Ok(split) => SplitSets::load(split)?.heldout,
+        Err(_) => Vec::new(),
+    };
+    let heldout = if chosen.is_empty() { HeldoutLabels::default() } else { HeldoutLabels::load(dataset_artifact)? };
     let matcher = PointMatcher { radius_um: p.radius_um };
     let mut scored = Vec::new();
     for img in &inferred.images {
         let d = dataset.image(img.id)?;
-        if !d.labelled {
+        let boxes = if d.labelled {
+            &d.mitoses
+        } else if let Some(h) = heldout.image(img.id).filter(|_| chosen.contains(&img.id)) {
+            &h.mitoses
+        } else {
             return Err(StageError::msg(format!(
                 "image {} ({}) has no labels and cannot be scored",
                 img.id, d.scanner
             )));
-        }
-        let gt = d.mitosis_centres().into_iter().map(|(x, y)| Point::new(x, y)).collect();
+        };
+        let gt = boxes.iter().map(|b| Point::new((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0)).collect();
         scored.push(Scored {
             image: img,
             gt,

@@ -37,6 +37,7 @@ use midog_data::domain_names::{SCANNER, TUMOR_TYPE, attribute_label, attribute_n
 
 use crate::artifact::DatasetImage;
 use crate::artifact::dataset_manifest::DatasetManifest;
+use crate::artifact::heldout::HeldoutLabels;
 use crate::artifact::split_sets::{self, SplitSets};
 use crate::artifact::write_json;
 
@@ -60,6 +61,18 @@ pub enum SplitPreset {
     /// The domain table's official sets (MIDOG++'s datasets_xvalidation.csv): test = its `test`
     /// rows, the training pool its `train` rows; validation carved from the pool by tumour type.
     Midogpp,
+}
+
+/// What the split does with an unlabelled scanner's held-out labels (see `artifact::heldout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldoutUse {
+    /// A seeded `heldout_test_fraction` of the held-out images becomes test images (scored with
+    /// their held-out labels); the others stay unlabelled, for domain adaptation.
+    Test,
+    /// The same test images; the other held-out images train and validate with their labels:
+    /// the upper bound of a domain-generalisation study.
+    Oracle,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -105,6 +118,13 @@ pub struct SplitParams {
     /// The validation fold, 0 … folds − 1 (sweep it: "stages.split.fold" = [0, 1, 2, 3, 4]).
     #[serde(skip_serializing_if = "is_zero")]
     pub fold: u32,
+    /// Use the dataset's held-out labels (a synthetic set's GT450): "test" (score on the held-out
+    /// scanner) or "oracle" (also train on its other images). Absent: they stay unused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heldout: Option<HeldoutUse>,
+    /// Share of each held-out scanner's images tested with `heldout` (default 0.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heldout_test_fraction: Option<f64>,
 }
 
 impl Default for SplitParams {
@@ -125,6 +145,8 @@ impl Default for SplitParams {
             stratify: Vec::new(),
             folds: None,
             fold: 0,
+            heldout: None,
+            heldout_test_fraction: None,
         }
     }
 }
@@ -132,6 +154,9 @@ impl Default for SplitParams {
 fn is_zero(v: &u32) -> bool {
     *v == 0
 }
+
+/// Default of `heldout_test_fraction`.
+pub const HELDOUT_TEST_FRACTION: f64 = 0.5;
 
 pub struct SplitStage;
 
@@ -189,18 +214,102 @@ impl StageDef for SplitStage {
             }
             _ => {}
         }
+        if let Some(f) = p.heldout_test_fraction {
+            if p.heldout.is_none() {
+                return Err(ParamError::new(&["heldout_test_fraction"], "only applies with `heldout`"));
+            }
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(ParamError::new(&["heldout_test_fraction"], "must be in (0, 1]"));
+            }
+        }
+        if p.heldout == Some(HeldoutUse::Oracle) && p.heldout_test_fraction == Some(1.0) {
+            return Err(ParamError::new(
+                &["heldout_test_fraction"],
+                "the oracle needs held-out images left to train on (< 1)",
+            ));
+        }
         Ok(())
     }
 }
 
 pub fn run(p: &SplitParams, ctx: &StageContext) -> Result<(), StageError> {
-    let dataset = DatasetManifest::load(ctx.input("dataset")?)?;
-    let sets = split(p, &dataset.manifest)?;
+    let artifact = ctx.input("dataset")?;
+    let dataset = DatasetManifest::load(artifact)?;
+    // Only the ids of the held-out images reach the split, never their labels.
+    let heldout_ids = HeldoutLabels::load(artifact)?.ids();
+    let sets = split_with_heldout(p, &dataset.manifest, &heldout_ids)?;
     for (name, ids) in [("train", &sets.train), ("val", &sets.val), ("test", &sets.test)] {
         ctx.set_summary(&format!("{name}_images"), ids.len() as u64);
     }
     tracing::info!("{}", sets.description);
     write_json(&ctx.out_dir().join(split_sets::FILE), &sets)
+}
+
+/// [`split`] with the ids of the images that have held-out labels: `p.heldout` moves some of them
+/// into the test set (and, for the oracle, the others into training and validation).
+pub fn split_with_heldout(
+    p: &SplitParams,
+    dataset: &DatasetManifest,
+    heldout_ids: &[u32],
+) -> Result<SplitSets, StageError> {
+    let Some(mode) = p.heldout else { return split(p, dataset) };
+    if heldout_ids.is_empty() {
+        return Err(StageError::msg(
+            "split.heldout: the dataset has no held-out labels (a synthetic set with GT450 has them; for real data set dataset.heldout_labels)",
+        ));
+    }
+    let fraction = p.heldout_test_fraction.unwrap_or(HELDOUT_TEST_FRACTION);
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed ^ 0x0068_656c_646f_7574); // "heldout": its own stream
+    let mut by_scanner: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for id in heldout_ids {
+        let img = dataset
+            .image(*id)
+            .ok_or_else(|| StageError::msg(format!("split.heldout: held-out image {id} is not in the dataset")))?;
+        by_scanner.entry(img.scanner.as_str()).or_default().push(*id);
+    }
+    let (mut heldout_test, mut heldout_train) = (Vec::new(), Vec::new());
+    for (_, mut ids) in by_scanner {
+        ids.sort();
+        ids.shuffle(&mut rng);
+        let n = ((ids.len() as f64 * fraction).round() as usize).clamp(1, ids.len());
+        heldout_test.extend_from_slice(&ids[..n]);
+        heldout_train.extend_from_slice(&ids[n..]);
+    }
+    let oracle = mode == HeldoutUse::Oracle;
+    if oracle && heldout_train.is_empty() {
+        return Err(StageError::msg(
+            "split.heldout = \"oracle\": no held-out images left to train on; lower heldout_test_fraction",
+        ));
+    }
+    // The labelled part as usual (the held-out images are unlabelled there), then the held-out part.
+    let mut sets = split(p, dataset)?;
+    sets.test.extend_from_slice(&heldout_test);
+    sets.unlabelled.retain(|id| !(heldout_test.contains(id) || oracle && heldout_train.contains(id)));
+    let mut used = heldout_test.clone();
+    if oracle {
+        // Carve validation from the held-out training images as from every other scanner.
+        heldout_train.sort();
+        heldout_train.shuffle(&mut rng);
+        let n = if p.val_fraction > 0.0 {
+            ((heldout_train.len() as f64 * p.val_fraction).round() as usize)
+                .clamp(usize::from(heldout_train.len() > 1), heldout_train.len())
+        } else {
+            0
+        };
+        sets.val.extend_from_slice(&heldout_train[..n]);
+        sets.train.extend_from_slice(&heldout_train[n..]);
+        used.extend_from_slice(&heldout_train);
+    }
+    for list in [&mut sets.train, &mut sets.val, &mut sets.test, &mut used] {
+        list.sort();
+    }
+    sets.description.push_str(&format!(
+        "; held-out labels: {} test image(s){}",
+        heldout_test.len(),
+        if oracle { format!(", {} trained on (oracle)", heldout_train.len()) } else { String::new() }
+    ));
+    sets.heldout = used;
+    Ok(sets)
 }
 
 /// Computes the split; every impossible request is an error saying why.
@@ -472,7 +581,7 @@ pub fn split(p: &SplitParams, dataset: &DatasetManifest) -> Result<SplitSets, St
         test.len(),
         unlabelled.len()
     ));
-    Ok(SplitSets { train, val, test, unlabelled, description })
+    Ok(SplitSets { train, val, test, unlabelled, description, heldout: Vec::new() })
 }
 
 /// Whether an image has, for every attribute among `domains`, one of the values listed for it.
@@ -725,6 +834,38 @@ mod tests {
         let e = check(SplitParams { fold: 2, ..Default::default() });
         assert!(e.message.contains("needs `folds = K`"), "{e}");
         assert!(SplitStage::validate(&SplitParams { folds: Some(5), fold: 4, ..Default::default() }).is_ok());
+    }
+
+    #[test]
+    fn heldout_test_and_oracle_share_their_test_images() {
+        let d = midog_like();
+        let heldout: Vec<u32> = (151..=200).collect();
+        let test = SplitParams { heldout: Some(HeldoutUse::Test), ..Default::default() };
+        let t = split_with_heldout(&test, &d, &heldout).unwrap();
+        let plain = split(&SplitParams::default(), &d).unwrap();
+        let gt450_test: Vec<u32> = t.test.iter().copied().filter(|id| *id > 150).collect();
+        assert_eq!(gt450_test.len(), 25, "half of the held-out scanner is tested");
+        assert_eq!(
+            (t.train.clone(), t.val.clone()),
+            (plain.train.clone(), plain.val.clone()),
+            "labelled part unchanged"
+        );
+        assert!(t.train.iter().chain(&t.val).all(|id| *id <= 150), "held-out images never train in test mode");
+        assert_eq!(t.heldout, gt450_test, "only the test images' held-out labels are used");
+        assert!(t.unlabelled.iter().all(|id| !gt450_test.contains(id)) && t.unlabelled.len() == 25);
+
+        let oracle = SplitParams { heldout: Some(HeldoutUse::Oracle), ..Default::default() };
+        let o = split_with_heldout(&oracle, &d, &heldout).unwrap();
+        assert_eq!(o.test, t.test, "the oracle is tested on the same images");
+        let trained: Vec<u32> = o.train.iter().chain(&o.val).copied().filter(|id| *id > 150).collect();
+        assert_eq!(trained.len(), 25);
+        assert_eq!(o.val.iter().filter(|id| **id > 150).count(), 5, "validation carved from GT450 too");
+        assert!(o.unlabelled.is_empty() && o.heldout.len() == 50);
+
+        let none = split_with_heldout(&test, &d, &[]).unwrap_err().to_string();
+        assert!(none.contains("no held-out labels"), "{none}");
+        let p = SplitParams { heldout_test_fraction: Some(0.3), ..Default::default() };
+        assert!(SplitStage::validate(&p).unwrap_err().message.contains("only applies"));
     }
 
     #[test]

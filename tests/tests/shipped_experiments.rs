@@ -297,3 +297,95 @@ tile_size = 256
         assert!(out["test"].as_array().unwrap().iter().any(|v| block.contains(&v.as_u64().unwrap())), "{out}");
     }
 }
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The cache entries (their `out/` directories) of one stage kind, every variant.
+fn entries_of(p: &Project, kind: &str) -> Vec<PathBuf> {
+    p.published()
+        .into_iter()
+        .filter(|e| read_json(&e.join("record.json"))["inputs"]["kind"] == kind)
+        .map(|e| e.join("out"))
+        .collect()
+}
+
+#[test]
+fn domain_generalization_study_runs_and_held_out_labels_only_score() {
+    let p = Project::new(pipeline_bin());
+    let file = tiny(&p, "domain-generalization", &[]);
+    // Every method at CI size: 4 images per scanner, so 2 GT450 test images and 2 unlabelled.
+    let text =
+        std::fs::read_to_string(p.path(&file)).unwrap().replace("images_per_scanner = 3", "images_per_scanner = 4");
+    p.write(&file, &text);
+    let r = p.run_json(&file);
+    for v in ["none", "hed-jitter", "stain-norm", "fourier", "dann", "fourier-dann", "oracle"] {
+        assert_eq!(r.get(&format!("train@{v}")).map(String::as_str), Some("ran"), "variant {v}: {r:?}");
+        assert!(r.contains_key(&format!("report@{v}")), "no report for {v}: {r:?}");
+    }
+    assert_eq!(ran(&r, "split"), 2, "one split for the held-out test, one for the oracle: {r:?}");
+
+    // The held-out labels: in the dataset's heldout.json, never in dataset.json.
+    let dataset = entries_of(&p, "dataset");
+    assert_eq!(dataset.len(), 1);
+    let heldout = read_json(&dataset[0].join("heldout.json"));
+    let held_boxes: Vec<serde_json::Value> =
+        heldout["images"].as_array().unwrap().iter().flat_map(|i| i["mitoses"].as_array().unwrap().clone()).collect();
+    let held_ids: Vec<u64> = heldout["images"].as_array().unwrap().iter().map(|i| i["id"].as_u64().unwrap()).collect();
+    assert_eq!(held_ids, [151, 152, 153, 154]);
+    assert!(!held_boxes.is_empty(), "the synthetic GT450 has mitoses");
+    let manifest = read_json(&dataset[0].join("dataset.json"));
+    for img in manifest["images"].as_array().unwrap() {
+        if img["scanner"] == "GT450" {
+            assert!(img["mitoses"].as_array().unwrap().is_empty() && img["labelled"] == false, "{img}");
+        }
+    }
+
+    // Outside the oracle, no training, validation or sample artifact holds a held-out id or box.
+    for split_dir in entries_of(&p, "split") {
+        let split = read_json(&split_dir.join("split.json"));
+        let ids = |k: &str| -> Vec<u64> { split[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect() };
+        let oracle = ids("train").iter().any(|id| *id > 150);
+        let gt450_test: Vec<u64> = ids("test").into_iter().filter(|id| *id > 150).collect();
+        assert_eq!(gt450_test.len(), 2, "{split}");
+        if !oracle {
+            assert!(ids("train").iter().chain(&ids("val")).all(|id| *id <= 150), "{split}");
+            assert_eq!(ids("heldout"), gt450_test, "only the test images' labels are used");
+        }
+    }
+    let mut non_oracle_plans = 0;
+    for plan_dir in entries_of(&p, "sample") {
+        let text = std::fs::read_to_string(plan_dir.join("plan.json")).unwrap();
+        let plan: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let images: Vec<&serde_json::Value> =
+            plan["train"].as_array().unwrap().iter().chain(plan["val"].as_array().unwrap()).collect();
+        if images.iter().any(|i| i["id"].as_u64().unwrap() > 150) {
+            continue; // the oracle trains on the other GT450 images, with their labels
+        }
+        non_oracle_plans += 1;
+        for b in &held_boxes {
+            assert!(!text.contains(&b.to_string()), "held-out box {b} in {}", plan_dir.display());
+        }
+        assert!(plan["val_patches"].as_array().unwrap().iter().all(|v| v["image_id"].as_u64().unwrap() <= 150));
+    }
+    assert!(non_oracle_plans >= 1);
+    for train_dir in entries_of(&p, "train") {
+        for entry in std::fs::read_dir(&train_dir).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(entry.path()).unwrap();
+                assert!(held_boxes.iter().all(|b| !text.contains(&b.to_string())), "{}", entry.path().display());
+            }
+        }
+    }
+
+    // The held-out scanner is scored, with its held-out labels, in every variant.
+    for score_dir in entries_of(&p, "score") {
+        let scores = read_json(&score_dir.join("scores.json"));
+        let text = scores.to_string();
+        assert!(text.contains("GT450"), "no GT450 score in {}", score_dir.display());
+    }
+    let cmp = p.run(&["compare", &file, "-o", "cmp-dg"]);
+    assert!(cmp.status.success(), "{}", stderr(&cmp));
+    assert!(stdout(&cmp).contains("GT450"), "{}", stdout(&cmp));
+}

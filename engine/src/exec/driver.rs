@@ -370,6 +370,7 @@ pub fn job_file(plan: &Plan, job: &Job, store: &Store, threads: usize, devices: 
         devices,
         force,
         log: Some(store.log_path(&job.key)),
+        param_locations: s.param_locations.clone(),
     }
 }
 

@@ -32,6 +32,9 @@ pub struct JobFile {
     /// Where the stage is written (`file:line:column`), for its messages.
     #[serde(default)]
     pub location: Option<String>,
+    /// `file:line:column` of each param set in the experiment files (dotted path in the table).
+    #[serde(default)]
+    pub param_locations: std::collections::BTreeMap<String, String>,
 }
 
 impl JobFile {

@@ -83,6 +83,15 @@ impl SourceMap {
         (0..=path.len()).rev().find_map(|n| self.values.get(&join_path(&path[..n])))
     }
 
+    /// Every key strictly under `prefix`, as (the path after the prefix, dotted; the key's location).
+    pub fn keys_under(&self, prefix: &[String]) -> Vec<(String, &Location)> {
+        let head = format!("{}.", join_path(prefix));
+        let mut out: Vec<(String, &Location)> =
+            self.keys.iter().filter_map(|(k, l)| k.strip_prefix(&head).map(|rest| (rest.to_string(), l))).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     pub fn extend(&mut self, other: SourceMap) {
         self.keys.extend(other.keys);
         self.values.extend(other.values);

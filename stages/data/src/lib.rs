@@ -9,6 +9,7 @@ pub mod loader;
 pub mod midog;
 pub mod png_image;
 pub mod scanner;
+pub mod stain;
 pub mod tiff;
 
 pub use domain_table::{DomainTable, OfficialSet};

@@ -86,7 +86,7 @@ fn fixture() -> Fixture {
         let path = dir.path().join(format!("img{i}.tif"));
         write_tiled_tiff(&path, w, h, 64, &textured(w, h));
         let boxes = vec![[50.0, 60.0, 100.0, 110.0], [200.0, 100.0, 250.0, 150.0], [10.0, 200.0, 60.0, 250.0]];
-        images.push(LoaderImage { path, boxes });
+        images.push(LoaderImage { path, boxes, stain: None });
     }
     Fixture { _dir: dir, images }
 }
@@ -158,7 +158,7 @@ fn boxes_follow_flips_and_rotations_exactly() {
     }
     let path = dir.path().join("squares.tif");
     write_tiled_tiff(&path, w, h, 64, &rgb);
-    let images = vec![LoaderImage { path, boxes }];
+    let images = vec![LoaderImage { path, boxes, stain: None }];
     // Patches holding each square whole, and one that cuts the second square (centre inside).
     let corners = [(10, 0), (200, 140), (270, 0), (190, 120), (220, 150)];
     let batches: Vec<Vec<PatchSpec>> =
@@ -209,7 +209,7 @@ fn scale_jitter_scales_boxes_with_the_pixels() {
     let size = 128usize;
     let cfg = LoaderConfig { patch_size: size as u32, threads: 1, seed: 3, augment, prefetch_batches: 1 };
     let batches = vec![(0..6).map(|_| PatchSpec { image: 0, x: 90, y: 95 }).collect::<Vec<_>>()];
-    let images = vec![LoaderImage { path, boxes: vec![b] }];
+    let images = vec![LoaderImage { path, boxes: vec![b], stain: None }];
     for batch in PatchLoader::start(images, batches, cfg, |n| vec![0u8; n]).unwrap() {
         let batch = batch.unwrap();
         for (p, patch) in batch.pixels.chunks_exact(size * size * 3).enumerate() {
@@ -277,7 +277,7 @@ fn missing_and_corrupt_files_are_named() {
     let f = fixture();
     let missing = PathBuf::from("/nonexistent/dir/042.tiff");
     let mut images = f.images.clone();
-    images.push(LoaderImage { path: missing.clone(), boxes: vec![] });
+    images.push(LoaderImage { path: missing.clone(), boxes: vec![], stain: None });
     let err = first_error(images, plan(2, 2));
     assert!(err.to_string().contains("/nonexistent/dir/042.tiff"), "{err}");
 
@@ -287,7 +287,7 @@ fn missing_and_corrupt_files_are_named() {
     let mut bytes = std::fs::read(&f.images[0].path).unwrap();
     bytes.truncate(8 + 64 * 64 * 3 * 3);
     std::fs::write(&path, &bytes).unwrap();
-    let images = vec![LoaderImage { path: path.clone(), boxes: vec![] }];
+    let images = vec![LoaderImage { path: path.clone(), boxes: vec![], stain: None }];
     let err = first_error(images, plan(1, 1)).to_string();
     assert!(err.contains(&path.display().to_string()) && err.contains("IFD"), "{err}");
 
@@ -308,7 +308,7 @@ fn a_corrupt_tile_fails_only_its_batch() {
     bytes[counts_at + 7 * 4..counts_at + 8 * 4].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     assert!(offset > 0 && len > 0);
-    let images = vec![LoaderImage { path: path.clone(), boxes: vec![] }];
+    let images = vec![LoaderImage { path: path.clone(), boxes: vec![], stain: None }];
     let batches = vec![
         vec![PatchSpec { image: 0, x: 0, y: 0 }],
         vec![PatchSpec { image: 0, x: 10, y: 70 }], // touches tile 7
@@ -319,4 +319,76 @@ fn a_corrupt_tile_fails_only_its_batch() {
     assert!(results[0].is_ok() && results[2].is_ok());
     let err = results[1].as_ref().unwrap_err().to_string();
     assert!(err.contains(&path.display().to_string()) && err.contains("tile 7"), "{err}");
+}
+
+/// Every augmentation but HED jitter (whose clipping of negative densities would repaint the
+/// green style colour of these tests), plus Fourier mixing.
+const BASE: AugmentConfig = AugmentConfig { stain_jitter: 0.0, ..AugmentConfig::STANDARD };
+
+fn fourier(beta: f32, probability: f32, style_images: [usize; 2]) -> AugmentConfig {
+    AugmentConfig {
+        fourier: Some(midog_data::loader::FourierMix { beta, window: 0.05, probability, bank_size: 8, style_images }),
+        ..BASE
+    }
+}
+
+/// A third, differently coloured image as the style source of Fourier mixing.
+fn with_style_image(f: &Fixture) -> Vec<LoaderImage> {
+    let path = f._dir.path().join("style.tif");
+    let rgb: Vec<u8> = textured(300, 300).chunks_exact(3).flat_map(|p| [p[0] / 2 + 20, p[1] / 3 + 150, p[2]]).collect();
+    write_tiled_tiff(&path, 300, 300, 64, &rgb);
+    let mut images = f.images.clone();
+    images.push(LoaderImage { path, boxes: vec![], stain: None });
+    images
+}
+
+#[test]
+fn fourier_mixing_is_deterministic_and_beta_zero_changes_nothing() {
+    let f = fixture();
+    let images = with_style_image(&f);
+    let off = collect(&images, plan(4, 5), config(1, BASE));
+    let zero = collect(&images, plan(4, 5), config(2, fourier(0.0, 1.0, [2, 3])));
+    for (a, b) in off.iter().zip(&zero) {
+        assert!(a.pixels == b.pixels, "beta = 0 changed batch {}", a.index);
+        assert_eq!(a.boxes, b.boxes);
+    }
+    let one = collect(&images, plan(4, 5), config(1, fourier(1.0, 1.0, [2, 3])));
+    let four = collect(&images, plan(4, 5), config(4, fourier(1.0, 1.0, [2, 3])));
+    for ((a, b), c) in one.iter().zip(&four).zip(&off) {
+        assert!(a.pixels == b.pixels, "batch {} depends on the thread count", a.index);
+        assert_eq!(a.boxes, c.boxes, "mixing moved boxes");
+        assert!(a.pixels != c.pixels, "beta = 1 left batch {} unchanged", a.index);
+    }
+    // Mixed towards the green style image: the mean green rises.
+    let green = |b: &Batch<Vec<u8>>| b.pixels.chunks_exact(3).map(|p| f64::from(p[1])).sum::<f64>();
+    assert!(green(&one[0]) > green(&off[0]) * 1.2, "{} vs {}", green(&one[0]), green(&off[0]));
+    // Probability 0 draws a bank entry but mixes nothing.
+    let never = collect(&images, plan(2, 5), config(2, fourier(1.0, 0.0, [2, 3])));
+    assert!(never[0].pixels == off[0].pixels && never[1].pixels == off[1].pixels);
+}
+
+#[test]
+fn fourier_styles_never_come_from_the_patch_own_image() {
+    // Style pool = image 0 only: patches of image 0 find no other image and stay unmixed, those of
+    // image 1 are mixed.
+    let f = fixture();
+    let off = collect(&f.images, plan(2, 6), config(1, BASE));
+    let mixed = collect(&f.images, plan(2, 6), config(1, fourier(1.0, 1.0, [0, 1])));
+    let patch = 96 * 96 * 3;
+    for (a, b) in off.iter().zip(&mixed) {
+        for (p, spec) in a.specs.iter().enumerate() {
+            let same = a.pixels[p * patch..(p + 1) * patch] == b.pixels[p * patch..(p + 1) * patch];
+            assert_eq!(same, spec.image == 0, "patch {p} of image {}", spec.image);
+        }
+    }
+}
+
+#[test]
+fn bad_fourier_settings_are_named() {
+    let f = fixture();
+    let start = |augment| PatchLoader::start(f.images.clone(), plan(1, 1), config(1, augment), |n| vec![0u8; n]);
+    let e = start(fourier(1.5, 1.0, [0, 2])).err().unwrap().to_string();
+    assert!(e.contains("fourier.beta = 1.5") && e.contains("[0, 1]"), "{e}");
+    let e = start(fourier(0.5, 1.0, [0, 5])).err().unwrap().to_string();
+    assert!(e.contains("style_images"), "{e}");
 }

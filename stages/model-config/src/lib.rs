@@ -414,6 +414,14 @@ impl DetectorConfig {
         }
     }
 
+    /// FPN levels the detector builds: P3–P7 or P3–P5 for a RetinaNet, always P3–P5 for CenterNet.
+    pub fn pyramid_levels(&self) -> usize {
+        match self {
+            DetectorConfig::RetinaNet(c) => c.fpn_levels.count(),
+            DetectorConfig::CenterNet(_) => 3,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
             DetectorConfig::RetinaNet(c) => c.validate(),

@@ -137,20 +137,33 @@ impl CenterNet {
         self.backbone.fold_bn = fold;
     }
 
-    /// The fused stride-8 map: `[N, 3, H, W]` → `[N, fpn_channels, ⌈H/8⌉, ⌈W/8⌉]` = P3 + up(P4) + up(P5).
-    pub fn features(&self, images: &Tensor, train: bool) -> Tensor {
-        let levels = self.fpn.forward(&self.backbone.forward_t(images, train));
+    /// The FPN levels P3, P4, P5: `[N, 3, H, W]` → `[N, fpn_channels, ⌈H/s⌉, ⌈W/s⌉]` for s = 8, 16, 32.
+    pub fn levels(&self, images: &Tensor, train: bool) -> Vec<Tensor> {
+        self.fpn.forward(&self.backbone.forward_t(images, train))
+    }
+
+    /// The fused stride-8 map of the levels: P3 + up(P4) + up(P5).
+    pub fn fuse(levels: &[Tensor]) -> Tensor {
         let size = levels[0].size();
         levels[1..]
             .iter()
             .fold(levels[0].shallow_clone(), |acc, p| acc + p.upsample_nearest2d([size[2], size[3]], None, None))
     }
 
+    /// The fused stride-8 map: `[N, 3, H, W]` → `[N, fpn_channels, ⌈H/8⌉, ⌈W/8⌉]` = P3 + up(P4) + up(P5).
+    pub fn features(&self, images: &Tensor, train: bool) -> Tensor {
+        Self::fuse(&self.levels(images, train))
+    }
+
+    /// Head outputs of a fused map.
+    fn heads(&self, f: &Tensor) -> CenterNetOutputs {
+        CenterNetOutputs { heatmap: self.heatmap_head.forward(f), regression: self.regression_head.forward(f) }
+    }
+
     /// Head outputs for a normalised batch `[N, 3, H, W]` (f32, or bf16 for bf16 compute), in the
     /// input's dtype.
     pub fn forward_t(&self, images: &Tensor, train: bool) -> CenterNetOutputs {
-        let f = self.features(images, train);
-        CenterNetOutputs { heatmap: self.heatmap_head.forward(&f), regression: self.regression_head.forward(&f) }
+        self.heads(&self.features(images, train))
     }
 
     /// Training losses of a batch (see [`heatmap::centernet_losses`]), on the device without host
@@ -195,6 +208,22 @@ impl Detector for CenterNet {
 
     fn losses(&self, images: &Tensor, targets: &Targets, precision: Precision, train: bool) -> Losses {
         self.loss(&self.run(images, precision, train), targets)
+    }
+
+    fn losses_with_features(
+        &self,
+        images: &Tensor,
+        targets: &Targets,
+        labelled: i64,
+        precision: Precision,
+        train: bool,
+    ) -> (Losses, Vec<Tensor>) {
+        let (out, levels) = precision.run(|| {
+            let levels = self.levels(&precision.prepare_input(images), train);
+            let head_input: Vec<Tensor> = levels.iter().map(|l| l.narrow(0, 0, labelled)).collect();
+            (self.heads(&Self::fuse(&head_input)), levels)
+        });
+        (self.loss(&out.to_kind(Kind::Float), targets), levels)
     }
 
     fn detect(&self, images: &Tensor, precision: Precision) -> Vec<Detections> {

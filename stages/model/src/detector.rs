@@ -25,6 +25,21 @@ pub trait Detector {
     /// Forward pass and the batch's training losses, all on the device (no host sync).
     fn losses(&self, images: &Tensor, targets: &Targets, precision: Precision, train: bool) -> Losses;
 
+    /// Training forward of a batch whose first `labelled` images have `targets` (one entry per
+    /// labelled image) while the rest are unlabelled: the detection losses of the labelled images
+    /// only, and the FPN levels (P3, P4, …) of every image for a domain classifier. The trunk runs
+    /// once over the whole batch; the heads only over the labelled images, so unlabelled images
+    /// cannot reach the detection loss (with batch-statistics normalisation they do share the
+    /// batch statistics, as in any mixed batch). Features are in the compute dtype.
+    fn losses_with_features(
+        &self,
+        images: &Tensor,
+        targets: &Targets,
+        labelled: i64,
+        precision: Precision,
+        train: bool,
+    ) -> (Losses, Vec<Tensor>);
+
     /// Forward pass (evaluation) and detections per image in input pixels, sorted by score.
     fn detect(&self, images: &Tensor, precision: Precision) -> Vec<Detections>;
 
@@ -38,6 +53,17 @@ pub trait Detector {
 
     /// A self-describing checkpoint (the config travels in the metadata).
     fn save_checkpoint(&self, vs: &nn::VarStore, path: &Path) -> Result<(), Error>;
+
+    /// [`Detector::save_checkpoint`] with more metadata entries (e.g. the stain normalisation
+    /// inference must repeat).
+    fn save_checkpoint_with(
+        &self,
+        vs: &nn::VarStore,
+        path: &Path,
+        extra: &std::collections::HashMap<String, String>,
+    ) -> Result<(), Error> {
+        crate::weights::save_checkpoint(vs, self.config(), path, extra)
+    }
 }
 
 /// Height and width of an NCHW batch.
@@ -64,6 +90,24 @@ impl Detector for RetinaNet {
         let anchors = self.anchors_for(h, w, images.device());
         let out = precision.run(|| self.forward_t(&precision.prepare_input(images), train));
         self.loss(&out.to_kind(Kind::Float), &anchors, targets)
+    }
+
+    fn losses_with_features(
+        &self,
+        images: &Tensor,
+        targets: &Targets,
+        labelled: i64,
+        precision: Precision,
+        train: bool,
+    ) -> (Losses, Vec<Tensor>) {
+        let (h, w) = input_size(images);
+        let anchors = self.anchors_for(h, w, images.device());
+        let (out, features) = precision.run(|| {
+            let features = self.features(&precision.prepare_input(images), train);
+            let head_input: Vec<Tensor> = features.iter().map(|f| f.narrow(0, 0, labelled)).collect();
+            (self.head_forward(&head_input), features)
+        });
+        (self.loss(&out.to_kind(Kind::Float), &anchors, targets), features)
     }
 
     fn detect(&self, images: &Tensor, precision: Precision) -> Vec<Detections> {

@@ -29,6 +29,7 @@ pub mod config {
     pub use midog_model_config::*;
 }
 pub mod detector;
+pub mod domain;
 mod error;
 pub mod fpn;
 pub mod head;
@@ -48,6 +49,7 @@ pub use config::{
     RetinaNetConfig, TrunkConfig,
 };
 pub use detector::{Detector, build_detector, load_detector};
+pub use domain::{DomainClassifier, DomainLoss, dann_ramp, gradient_reversal};
 pub use error::Error;
 pub use head::HeadOutputs;
 pub use loss::{Losses, Targets};

@@ -119,6 +119,11 @@ impl RetinaNet {
         self.head.forward(&self.features(images, train))
     }
 
+    /// Head outputs of FPN levels computed by [`RetinaNet::features`].
+    pub fn head_forward(&self, features: &[Tensor]) -> HeadOutputs {
+        self.head.forward(features)
+    }
+
     /// Anchors `[A, 4]` (f32) of an `h × w` input on `device`, computed once per size and device.
     pub fn anchors_for(&self, image_h: i64, image_w: i64, device: Device) -> Tensor {
         self.anchor_generator.anchors(image_h, image_w, device)

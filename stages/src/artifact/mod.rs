@@ -2,6 +2,7 @@
 //! loader that names the file when it is missing or malformed.
 
 pub mod dataset_manifest;
+pub mod heldout;
 pub mod inferred;
 pub mod output_names;
 pub mod sample_plan;

@@ -15,6 +15,11 @@ pub struct SplitSets {
     pub unlabelled: Vec<u32>,
     /// How the split was made, in words.
     pub description: String,
+    /// Images of unlabelled scanners whose held-out labels this split uses (test images, and the
+    /// oracle's training and validation images): their labels are in the dataset's
+    /// `heldout.json`, never in `dataset.json`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heldout: Vec<u32>,
 }
 
 impl SplitSets {

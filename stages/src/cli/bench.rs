@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use midog_data::loader::{LoaderBenchConfig, bench_loader};
+use midog_data::loader::{AugmentConfig, FourierMix, LoaderBenchConfig, bench_loader};
 
 #[derive(Args, Debug)]
 pub struct LoaderBenchArgs {
@@ -27,6 +27,16 @@ pub struct LoaderBenchArgs {
     /// Also run the openslide + numpy baseline with this Python (needs openslide-python, numpy, pillow).
     #[arg(long, value_name = "PYTHON")]
     pub python: Option<PathBuf>,
+    /// Fourier-domain mixing on every patch with this blend ratio β (both sides), styles from a
+    /// bank of `--fourier-bank` random patches of the other files.
+    #[arg(long, value_name = "BETA")]
+    pub fourier: Option<f32>,
+    /// Low-frequency window of Fourier mixing (fraction of the patch side).
+    #[arg(long, default_value_t = 0.05)]
+    pub fourier_window: f32,
+    /// Style patches in the Fourier bank.
+    #[arg(long, default_value_t = 64)]
+    pub fourier_bank: usize,
 }
 
 fn files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -53,19 +63,34 @@ fn files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 pub fn run(a: LoaderBenchArgs) -> Result<()> {
     let paths = files(&a.inputs)?;
+    let fourier = a.fourier.map(|beta| FourierMix {
+        beta,
+        window: a.fourier_window,
+        probability: 1.0,
+        bank_size: a.fourier_bank,
+        style_images: [0, paths.len()],
+    });
+    if fourier.is_some() && paths.len() < 2 {
+        bail!("--fourier mixes with patches of other files: give at least two");
+    }
     let cfg = LoaderBenchConfig {
         patch_size: a.patch_size,
         batch_size: a.batch_size,
         batches: a.batches,
         threads: a.threads.clone(),
+        augment: AugmentConfig { fourier, ..AugmentConfig::STANDARD },
         ..LoaderBenchConfig::default()
     };
     println!(
-        "patch loader: {} files, {} batches of {} × {} px patches, augmented",
+        "patch loader: {} files, {} batches of {} × {} px patches, augmented{}",
         paths.len(),
         a.batches,
         a.batch_size,
-        a.patch_size
+        a.patch_size,
+        match a.fourier {
+            Some(beta) => format!(" + Fourier mixing (β {beta}, window {}, bank {})", a.fourier_window, a.fourier_bank),
+            None => String::new(),
+        }
     );
     let ours = bench_loader(&paths, &cfg)?;
     for r in &ours {
@@ -82,8 +107,12 @@ pub fn run(a: LoaderBenchArgs) -> Result<()> {
         .arg("--batch-size")
         .arg(a.batch_size.to_string())
         .arg("--patch-size")
-        .arg(a.patch_size.to_string())
-        .args(&paths);
+        .arg(a.patch_size.to_string());
+    if let Some(beta) = a.fourier {
+        cmd.args(["--fourier".into(), beta.to_string(), "--fourier-window".into(), a.fourier_window.to_string()])
+            .args(["--fourier-bank".to_string(), a.fourier_bank.to_string()]);
+    }
+    cmd.args(&paths);
     let out = cmd.output().with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {
         bail!("the openslide baseline failed:\n{}", String::from_utf8_lossy(&out.stderr));

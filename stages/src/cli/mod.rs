@@ -249,6 +249,10 @@ impl DetectArgs {
 pub struct TrainBenchArgs {
     #[arg(long, default_value = "resnet18")]
     pub backbone: String,
+    /// Add the domain-adversarial step (a two-domain classifier on P3–P5 behind gradient
+    /// reversal, as `[stages.train.domain_adversarial]` with its defaults) to every step.
+    #[arg(long)]
+    pub domain_adversarial: bool,
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
     #[arg(long, default_value_t = 512)]

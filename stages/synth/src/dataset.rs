@@ -1,9 +1,11 @@
 //! The dataset as a whole: plans the images, renders and writes them in parallel (images and
 //! tiles in parallel, yet bit-identical whatever the thread count, because every tile is a pure
-//! function of its scene), and writes MIDOG.json (GT450 unannotated, as in MIDOG) plus
-//! `synthetic_truth.json` with every special cell, labelled or not, for diagnostics. A
-//! multi-domain set is written in the MIDOG++ layout instead: MIDOG++.json (every image with its
-//! `tumor_type`) and `datasets_xvalidation.csv` (one row per labelled slide, with the table's
+//! function of its scene), and writes MIDOG.json (GT450 unannotated, as in MIDOG),
+//! `heldout_labels.json` (the unlabelled scanners' annotations, in the MIDOG.json layout: the
+//! held-out test domain, which the dataset stage never hands to training, validation or
+//! sampling) and `synthetic_truth.json` with every special cell, labelled or not, for diagnostics.
+//! A multi-domain set is written in the MIDOG++ layout instead: MIDOG++.json (every image with
+//! its `tumor_type`) and `datasets_xvalidation.csv` (one row per labelled slide, with the table's
 //! own spellings, "Hamammatsu XR" and "canine lymphoma" included).
 
 use std::path::Path;
@@ -28,6 +30,9 @@ use crate::tile_codec::{decode_tile, encode_tile};
 
 /// Side of every MIDOG box (px).
 pub const BOX_SIDE_PX: f64 = 50.0;
+
+/// The held-out labels of the unlabelled scanners (MIDOG.json layout, those images only).
+pub const HELDOUT_LABELS_FILE: &str = "heldout_labels.json";
 
 /// Counts of what was written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -97,8 +102,17 @@ pub fn generator_name() -> String {
     format!("midog-synth {}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Renders and compresses every tile of an image, row-major.
+/// The compression of one scanner's tiles: JPEG quality at most the scanner's cap.
+pub fn scanner_compression(compression: Compression, scanner: &crate::ScannerProfile) -> Compression {
+    match compression {
+        Compression::Jpeg { quality } => Compression::Jpeg { quality: quality.min(scanner.jpeg_quality_cap) },
+        other => other,
+    }
+}
+
+/// Renders and compresses every tile of an image, row-major (JPEG quality capped per scanner).
 pub fn render_tiles(scene: &ImageScene, tile_size: u32, compression: Compression) -> Result<Vec<Vec<u8>>, String> {
+    let compression = scanner_compression(compression, &scene.plan.scanner);
     let across = scene.plan.width.div_ceil(tile_size);
     let down = scene.plan.height.div_ceil(tile_size);
     (0..across * down)
@@ -140,7 +154,7 @@ fn write_image(out_dir: &Path, plan: &ImagePlan, config: &SynthConfig) -> Result
         height: plan.height,
         tile_size: config.tile_size,
         um_per_px: plan.scanner.um_per_px,
-        compression: config.compression,
+        compression: scanner_compression(config.compression, &plan.scanner),
         description: format!(
             "{} synthetic MIDOG-like H&E; {}scanner={} ({}); image id={}; seed={}; image seed={:#018x}; scale={}; density={}",
             generator_name(),
@@ -220,11 +234,16 @@ pub fn generate(
         bytes += b;
     }
 
-    let midog = midog_json(&truth_images, config, &profiles);
+    let midog = midog_json(&truth_images, config, &profiles, Labels::Labelled);
     let json_name =
         if config.multi_domain.is_some() { midog_data::midog::MIDOGPP_JSON } else { midog_data::midog::MIDOG_JSON };
     let midog_path = out_dir.join(json_name);
     midog.save(&midog_path).map_err(|e| SynthError::Data { path: midog_path.clone(), source: e })?;
+    if truth_images.iter().any(|i| !labelled_image(i, &profiles)) {
+        let heldout = midog_json(&truth_images, config, &profiles, Labels::HeldOut);
+        let path = out_dir.join(HELDOUT_LABELS_FILE);
+        heldout.save(&path).map_err(|e| SynthError::Data { path: path.clone(), source: e })?;
+    }
     let sets = match &config.multi_domain {
         Some(m) => {
             let sets = official_sets(&truth_images, &profiles, m.test_fraction, config.seed);
@@ -355,12 +374,27 @@ fn write_domain_table(
     std::fs::write(path, text).map_err(|e| SynthError::io(path, e))
 }
 
-/// MIDOG.json of the truth: every image; annotations (50 × 50 px boxes centred on the cell)
-/// only for labelled scanners.
-fn midog_json(images: &[TruthImage], config: &SynthConfig, profiles: &[crate::ScannerProfile]) -> MidogJson {
+/// Which images a MIDOG-layout file of the truth covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Labels {
+    /// MIDOG.json: every image, annotations of the labelled images only.
+    Labelled,
+    /// heldout_labels.json: the unlabelled scanners' images with their annotations.
+    HeldOut,
+}
+
+/// A MIDOG-layout file of the truth (50 × 50 px boxes centred on the cell).
+fn midog_json(
+    images: &[TruthImage],
+    config: &SynthConfig,
+    profiles: &[crate::ScannerProfile],
+    which: Labels,
+) -> MidogJson {
+    let images: Vec<&TruthImage> =
+        images.iter().filter(|i| which == Labels::Labelled || !labelled_image(i, profiles)).collect();
     let mut annotations = Vec::new();
-    for img in images {
-        if !labelled_image(img, profiles) {
+    for img in images.iter().copied() {
+        if labelled_image(img, profiles) != (which == Labels::Labelled) {
             continue;
         }
         for o in &img.objects {
@@ -386,10 +420,10 @@ fn midog_json(images: &[TruthImage], config: &SynthConfig, profiles: &[crate::Sc
     extra.insert(
         "info".into(),
         serde_json::json!({
-            "description": if config.multi_domain.is_some() {
-                "synthetic MIDOG++-like multi-domain dataset"
-            } else {
-                "synthetic MIDOG 2021-like dataset"
+            "description": match (which, config.multi_domain.is_some()) {
+                (Labels::Labelled, true) => "synthetic MIDOG++-like multi-domain dataset",
+                (Labels::Labelled, false) => "synthetic MIDOG 2021-like dataset",
+                (Labels::HeldOut, _) => "held-out labels of the unlabelled scanners of a synthetic dataset (test only)",
             },
             "generator": generator_name(),
             "seed": config.seed,
@@ -466,6 +500,19 @@ mod tests {
         assert_eq!(m.annotations.len(), labelled);
         let truth = SyntheticTruth::load(&dir.path().join("synthetic_truth.json")).unwrap();
         assert!(truth.images.iter().filter(|i| i.scanner == "GT450").all(|i| !i.objects.is_empty()));
+        // The held-out file: GT450 only, its figures and hard negatives, in the MIDOG.json layout.
+        let held = MidogJson::load(&dir.path().join(HELDOUT_LABELS_FILE)).unwrap();
+        assert!(held.check(&dir.path().join(HELDOUT_LABELS_FILE)).is_empty());
+        assert_eq!(held.images.iter().map(|i| i.id).collect::<Vec<_>>(), [151, 152]);
+        let gt450 = s.per_scanner.iter().find(|p| p.scanner == "GT450").unwrap();
+        assert_eq!(held.annotations.len(), gt450.mitoses + gt450.hard_negatives);
+        assert!(gt450.mitoses > 0 && held.annotations.iter().all(|a| a.image_id >= 151));
+        // GT450 tiles are compressed harder (quality 65 against 85): smaller per pixel.
+        let per_px = |id: u32| {
+            let img = m.images.iter().find(|i| i.id == id).unwrap();
+            std::fs::metadata(dir.path().join(&img.file_name)).unwrap().len() as f64 / f64::from(img.width * img.height)
+        };
+        assert!(per_px(151) < per_px(1), "GT450 {} vs XR {} bytes/px", per_px(151), per_px(1));
         for img in &m.images {
             let rgb = RgbImage::read(&dir.path().join(&img.file_name)).unwrap();
             assert_eq!((rgb.width, rgb.height), (img.width, img.height));

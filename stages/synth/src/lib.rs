@@ -26,13 +26,13 @@ pub mod tumour_profile;
 
 pub use appearance::{AppearanceStats, CropStats, appearance_stats, crop_stats, dataset_appearance};
 pub use config::{Compression, MultiDomain, SynthConfig};
-pub use dataset::{SynthSummary, SyntheticTruth, generate, render_image};
+pub use dataset::{HELDOUT_LABELS_FILE, SynthSummary, SyntheticTruth, generate, render_image};
 pub use error::SynthError;
 pub use rgb_image::RgbImage;
 pub use scanner_profile::ScannerProfile;
 pub use scene::{ImagePlan, ImageScene, TruthClass, TruthObject, plan_images, plan_tumour_images};
 pub use tumour_profile::TumourProfile;
 
-/// Version of the generator's output: bump it whenever the same config and seed produce
+/// Version of the generator's output (2: the GT450 held-out domain and its labels file): bump it whenever the same config and seed produce
 /// different files, so cached synthetic datasets (and everything trained on them) are rebuilt.
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;

@@ -4,7 +4,9 @@
 //!
 //! XR, S360 and CS2 are calibrated against the measured appearance of real MIDOG mitotic
 //! figures (shared/midog-appearance.md); GT450, unlabelled in MIDOG, is given a fourth, distinct
-//! look (brighter, cooler and greyer, medium sharpness).
+//! look (brighter and greyer, pale eosin, the softest optics and the strongest JPEG compression)
+//! at its own resolution (0.26 µm/px, so cells are 10–12 % smaller in pixels than on the XR):
+//! the held-out domain of the domain-generalisation study, with its labels in a separate file.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,9 @@ pub struct ScannerProfile {
     pub noise_sd: f32,
     /// Per-image log-normal spread of the stain amounts (staining batch variation).
     pub stain_jitter: f32,
+    /// Highest JPEG quality this scanner writes: a JPEG dataset's tiles of this scanner use
+    /// min(dataset quality, this) (100 = the dataset's quality).
+    pub jpeg_quality_cap: u8,
 }
 
 impl ScannerProfile {
@@ -71,6 +76,7 @@ impl ScannerProfile {
             blur_sigma_px: 0.5,
             noise_sd: 3.0,
             stain_jitter: 0.12,
+            jpeg_quality_cap: 100,
         }
     }
 
@@ -92,6 +98,7 @@ impl ScannerProfile {
             blur_sigma_px: 0.72,
             noise_sd: 2.6,
             stain_jitter: 0.14,
+            jpeg_quality_cap: 100,
         }
     }
 
@@ -113,11 +120,13 @@ impl ScannerProfile {
             blur_sigma_px: 0.45,
             noise_sd: 3.8,
             stain_jitter: 0.16,
+            jpeg_quality_cap: 100,
         }
     }
 
-    /// Leica Aperio GT450: unlabelled in MIDOG. Chosen distinct: bright, cool, greyish
-    /// haematoxylin, pale eosin, sharpness between XR and CS2.
+    /// Leica Aperio GT450: unlabelled in MIDOG. Chosen distinct from the three labelled scanners:
+    /// bright glass, greyish-blue haematoxylin (less red and green absorption, more blue), pale
+    /// eosin, the softest point spread (σ 1.0 px against 0.45–0.72) and JPEG quality at most 65.
     pub fn gt450() -> ScannerProfile {
         ScannerProfile {
             name: "GT450",
@@ -130,11 +139,12 @@ impl ScannerProfile {
             mitoses_per_image: 11.0,
             hard_negatives_per_image: 18.0,
             white: [248.0, 248.0, 250.0],
-            hematoxylin_od: [1.00, 1.20, 0.62],
-            eosin_od: [0.13, 0.50, 0.22],
-            blur_sigma_px: 0.55,
-            noise_sd: 2.5,
+            hematoxylin_od: [0.86, 1.02, 0.74],
+            eosin_od: [0.10, 0.42, 0.26],
+            blur_sigma_px: 1.0,
+            noise_sd: 3.4,
             stain_jitter: 0.12,
+            jpeg_quality_cap: 65,
         }
     }
 

@@ -102,19 +102,48 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
     }
     let mut opt = FlatOptimizer::new(&vs, Optimizer::Adam, 0.0, 0.9);
     let mut scaler = LossScaler::new(precision);
+    let mut domain = if a.domain_adversarial {
+        let p = stages::train::TrainParams { model: cfg.clone(), optimizer: Optimizer::Adam, ..Default::default() };
+        let da = torch_stage_defs::domain_generalization::DomainAdversarialParams::default();
+        let trainer = crate::domain_training::DomainTrainer::new(&p, &da, vec!["A".into(), "B".into()], dev)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let names: Vec<&str> = (0..a.batch).map(|i| if i % 2 == 0 { "A" } else { "B" }).collect();
+        let labels = trainer.labels(&names, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Some((trainer, labels))
+    } else {
+        None
+    };
     let size = a.size as i64;
     let total = a.warmup + a.steps;
     let mut timed_start = None;
     let mut waited = 0.0;
-    let run = |opt: &mut FlatOptimizer,
-               scaler: &mut LossScaler,
-               pixels: &tch::Tensor,
-               boxes: &[Vec<[f32; 4]>]|
+    let mut run = |opt: &mut FlatOptimizer,
+                   scaler: &mut LossScaler,
+                   pixels: &tch::Tensor,
+                   boxes: &[Vec<[f32; 4]>]|
      -> Result<()> {
         let images = net.normalize(&midog_model::transform::upload(pixels, dev), channels_last);
         let targets =
             crate::image_set::targets_of(boxes, cfg.trunk().num_classes, dev).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let _ = crate::train::train_step(net.as_ref(), opt, &vs, &images, &targets, precision, scaler, 1e-4, None);
+        let labelled = images.size()[0];
+        let d = domain.as_mut().map(|(trainer, labels)| crate::domain_training::DomainBatch {
+            trainer,
+            labels: labels.shallow_clone(),
+            lambda: 1.0,
+        });
+        let _ = crate::domain_training::train_step(
+            net.as_ref(),
+            opt,
+            &vs,
+            &images,
+            &targets,
+            labelled,
+            d,
+            precision,
+            scaler,
+            1e-4,
+            None,
+        );
         Ok(())
     };
     let mut sampler = None;
@@ -122,7 +151,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
         if let Some(dir) = &a.dataset {
             let files = tiff_files(dir)?;
             let images: Vec<LoaderImage> =
-                files.iter().map(|p| LoaderImage { path: p.clone(), boxes: vec![] }).collect();
+                files.iter().map(|p| LoaderImage { path: p.clone(), boxes: vec![], stain: None }).collect();
             let sizes: Vec<(u32, u32)> =
                 files.iter().map(|p| TiffImage::open(p).map(|t| (t.width(), t.height()))).collect::<Result<_, _>>()?;
             let plan = random_patch_plan(&sizes, total, a.batch, a.size, 0);
@@ -355,7 +384,7 @@ pub fn infer(a: &InferBenchArgs) -> Result<()> {
         tiles = crate::tile_grid::TileGrid::new(tiff.width(), tiff.height(), a.tile_size, a.overlap).len();
         sync(dev);
         let t = Instant::now();
-        let (_, waited) = detector.detect_timed(&tiff, &mut |_| true).map_err(anyhow::Error::msg)?;
+        let (_, waited) = detector.detect_timed(&tiff, None, &mut |_| true).map_err(anyhow::Error::msg)?;
         sync(dev);
         if r > 0 {
             let secs = t.elapsed().as_secs_f64();

@@ -50,6 +50,11 @@ pub struct MetricsRow {
     pub img_per_s: f64,
     #[serde(with = "exact")]
     pub seconds: f64,
+    /// Domain-adversarial training: mean domain loss and classifier accuracy of the epoch.
+    #[serde(default, with = "exact_opt", skip_serializing_if = "Option::is_none")]
+    pub domain_loss: Option<f64>,
+    #[serde(default, with = "exact_opt", skip_serializing_if = "Option::is_none")]
+    pub domain_accuracy: Option<f64>,
 }
 
 /// The training losses of one logging window (`log_every` steps, or the rest of an epoch):
@@ -186,13 +191,15 @@ impl Checkpoints {
         Ok(Some(Committed { dir, state }))
     }
 
-    /// Writes and commits the checkpoint of epoch `state.epochs_done`; returns its directory.
+    /// Writes and commits the checkpoint of epoch `state.epochs_done` (with `extra` files, e.g.
+    /// the domain classifier's state, committed together); returns its directory.
     pub fn commit(
         &self,
         state: &TrainState,
         weights: &[u8],
         optimizer: &[u8],
         best: Best<'_>,
+        extra: &[(&str, Vec<u8>)],
     ) -> Result<PathBuf, StageError> {
         let epoch = state.epochs_done;
         let dir = self.resume.join(epoch_dir_name(epoch));
@@ -208,6 +215,9 @@ impl Checkpoints {
         point("weights", &partial.join(LAST))?;
         write(OPTIMIZER, optimizer)?;
         point("optimizer", &partial.join(OPTIMIZER))?;
+        for (name, bytes) in extra {
+            write(name, bytes)?;
+        }
         let best_path = partial.join(BEST);
         let linked = match best {
             Best::ThisEpoch => std::fs::hard_link(partial.join(LAST), &best_path),
@@ -270,6 +280,8 @@ mod tests {
             val_threshold: Some(0.3),
             img_per_s: 1.0,
             seconds: 1.0,
+            domain_loss: e.is_multiple_of(2).then_some(0.69),
+            domain_accuracy: e.is_multiple_of(2).then_some(0.5),
         };
         TrainState {
             epochs_done: epochs,
@@ -288,8 +300,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpoints::new(dir.path());
         assert!(c.latest().unwrap().is_none());
-        let first = c.commit(&state(1), b"w1", b"o1", Best::ThisEpoch).unwrap();
-        let second = c.commit(&state(2), b"w2", b"o2", Best::Previous(&first.join(BEST))).unwrap();
+        let first = c.commit(&state(1), b"w1", b"o1", Best::ThisEpoch, &[]).unwrap();
+        let second = c
+            .commit(&state(2), b"w2", b"o2", Best::Previous(&first.join(BEST)), &[("extra.bin", b"x".to_vec())])
+            .unwrap();
+        assert_eq!(std::fs::read(second.join("extra.bin")).unwrap(), b"x");
         assert!(!first.exists(), "the older checkpoint is removed");
         assert_eq!(std::fs::read(second.join(BEST)).unwrap(), b"w1", "best kept from epoch 1");
         assert_eq!(std::fs::read(second.join(LAST)).unwrap(), b"w2");
@@ -316,7 +331,7 @@ mod tests {
     fn a_damaged_state_is_an_error_naming_the_file_not_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpoints::new(dir.path());
-        let d = c.commit(&state(1), b"w", b"o", Best::ThisEpoch).unwrap();
+        let d = c.commit(&state(1), b"w", b"o", Best::ThisEpoch, &[]).unwrap();
         std::fs::write(d.join(STATE), b"{\"epochs_done\": 1, \"glob").unwrap();
         let e = c.latest().unwrap_err().to_string();
         assert!(e.contains("epoch-0001/state.json") && e.contains("damaged") && e.contains("delete"), "{e}");

@@ -16,6 +16,7 @@ use torch_stage_defs::device::loader_threads;
 use torch_stage_defs::train::TrainParams;
 
 use crate::device;
+use crate::stain_norm::StainReference;
 use crate::tiled::TiledDetector;
 
 /// Loads our checkpoint (self-describing), or torchvision weights with the architecture from `model`.
@@ -57,6 +58,11 @@ pub fn run(a: &DetectArgs) -> Result<()> {
     // The front end turns --experiment into --checkpoint and the experiment's parameters.
     let Some(checkpoint) = &a.checkpoint else { bail!("give --checkpoint (or --experiment, through `pipeline`)") };
     let (vs, net) = load_model(checkpoint, a.model.as_deref(), dev)?;
+    // Stain normalisation as in training, when the checkpoint was trained with it.
+    let stain = StainReference::of_checkpoint(checkpoint)?;
+    if let Some(r) = &stain {
+        eprintln!("stain normalisation ({}) as in training", r.method.name());
+    }
     let channels_last = dev.is_cuda();
     if channels_last {
         midog_model::precision::to_channels_last(&vs);
@@ -83,7 +89,11 @@ pub fn run(a: &DetectArgs) -> Result<()> {
             (None, None) => bail!("{}: the file has no resolution tags; give --um-per-px", path.display()),
         };
         let start = std::time::Instant::now();
-        let found = detector.detect(&tiff, &mut |_| true).map_err(anyhow::Error::msg)?;
+        let normalise = match &stain {
+            Some(r) => Some(r.transform(path, "pipeline detect (the checkpoint's stain normalisation)")?),
+            None => None,
+        };
+        let found = detector.detect_normalised(&tiff, normalise.as_ref(), &mut |_| true).map_err(anyhow::Error::msg)?;
         let boxes: Vec<BoxDetection> = found
             .iter()
             .map(|c| BoxDetection { x1: c.b[0], y1: c.b[1], x2: c.b[2], y2: c.b[3], score: c.score, tile: c.tile })

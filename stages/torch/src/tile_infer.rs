@@ -13,6 +13,7 @@ use torch_stage_defs::tile_infer::{CheckpointChoice, TileInferParams};
 
 use crate::device;
 use crate::tile_grid::TileGrid;
+use crate::stain_norm::StainReference;
 use crate::tiled::TiledDetector;
 
 pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
@@ -23,8 +24,10 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
         CheckpointChoice::Best => "best.safetensors",
         CheckpointChoice::Last => "last.safetensors",
     };
-    let (vs, net) =
-        midog_model::load_detector(&train.dir.join("checkpoints").join(file), device).map_err(StageError::domain)?;
+    let checkpoint = train.dir.join("checkpoints").join(file);
+    let (vs, net) = midog_model::load_detector(&checkpoint, device).map_err(StageError::domain)?;
+    // The stain normalisation the model was trained with (it travels in the checkpoint).
+    let stain = StainReference::of_checkpoint(&checkpoint)?;
     let channels_last = device.is_cuda();
     if channels_last {
         midog_model::precision::to_channels_last(&vs);
@@ -62,8 +65,12 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
         let tiff =
             Arc::new(TiffImage::open_with_cache(dataset.path_of(img), cache.clone()).map_err(StageError::domain)?);
         let progress = ctx.progress();
+        let normalise = match &stain {
+            Some(r) => Some(r.transform(&dataset.path_of(img), "tile_infer (the train stage's stain_norm)")?),
+            None => None,
+        };
         let found = detector
-            .detect(&tiff, &mut |done| {
+            .detect_normalised(&tiff, normalise.as_ref(), &mut |done| {
                 progress.set(done_before + done as u64);
                 !ctx.is_cancelled()
             })

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::tile_grid::TileGrid;
 use midog_data::TiffImage;
+use midog_data::stain::StainTransform;
 use midog_model::{Detector, Precision};
 use tch::Device;
 
@@ -35,20 +36,23 @@ pub struct TiledDetector<'a> {
 
 impl TiledDetector<'_> {
     /// All candidates of one image; `on_batch(tiles_done)` reports progress and may stop the work
-    /// by returning false.
-    pub fn detect(
+    /// by returning false. With `stain`, the image's stain normalisation is applied to every tile
+    /// in the decoding threads, exactly as the patch loader applies it in training.
+    pub fn detect_normalised(
         &self,
         image: &Arc<TiffImage>,
+        stain: Option<&StainTransform>,
         on_batch: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Vec<Candidate>, String> {
-        self.detect_timed(image, on_batch).map(|(c, _)| c)
+        self.detect_timed(image, stain, on_batch).map(|(c, _)| c)
     }
 
-    /// [`TiledDetector::detect`], also returning the seconds the device side spent waiting for
-    /// decoded tiles (how far decoding, not the model, bounds the run).
+    /// [`TiledDetector::detect_normalised`], also returning the seconds the device side spent
+    /// waiting for decoded tiles (how far decoding, not the model, bounds the run).
     pub fn detect_timed(
         &self,
         image: &Arc<TiffImage>,
+        stain: Option<&StainTransform>,
         on_batch: &mut dyn FnMut(usize) -> bool,
     ) -> Result<(Vec<Candidate>, f64), String> {
         let _guard = tch::no_grad_guard();
@@ -63,6 +67,7 @@ impl TiledDetector<'_> {
             for _ in 0..self.threads.max(1) {
                 let (tx, next, origins, stop) = (tx.clone(), next.clone(), origins.clone(), stop.clone());
                 let (image, tile, bs, device) = (image.clone(), self.tile, self.batch_size, self.device);
+                let stain = stain.cloned();
                 scope.spawn(move || {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -71,7 +76,7 @@ impl TiledDetector<'_> {
                         }
                         let tiles = &origins[i * bs..((i + 1) * bs).min(origins.len())];
                         let mut batch = TensorBatch::allocate(tiles.len() as i64, tile as i64, device);
-                        let result = read_tiles(&image, tiles, tile, &mut batch).map(|()| batch);
+                        let result = read_tiles(&image, tiles, tile, stain.as_ref(), &mut batch).map(|()| batch);
                         if tx.send((i, result)).is_err() {
                             break;
                         }
@@ -171,12 +176,22 @@ fn timed<T>(total: &mut f64, f: impl FnOnce() -> T) -> T {
     r
 }
 
-fn read_tiles(image: &TiffImage, tiles: &[(i64, i64)], tile: u32, batch: &mut TensorBatch) -> Result<(), String> {
+fn read_tiles(
+    image: &TiffImage,
+    tiles: &[(i64, i64)],
+    tile: u32,
+    stain: Option<&StainTransform>,
+    batch: &mut TensorBatch,
+) -> Result<(), String> {
     use midog_data::loader::BatchBuffer;
     let bytes = batch.bytes_mut();
     let per = (tile * tile * 3) as usize;
     for (k, &(x, y)) in tiles.iter().enumerate() {
-        image.read_region(0, x, y, tile, tile, &mut bytes[k * per..(k + 1) * per]).map_err(|e| e.to_string())?;
+        let out = &mut bytes[k * per..(k + 1) * per];
+        image.read_region(0, x, y, tile, tile, out).map_err(|e| e.to_string())?;
+        if let Some(t) = stain {
+            t.apply(out);
+        }
     }
     Ok(())
 }

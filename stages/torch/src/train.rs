@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use engine::{StageContext, StageError};
 use midog_data::loader::{AugmentConfig, LoaderConfig, PatchLoader};
-use midog_model::{Detector, LossScaler, Precision, Targets};
+use midog_model::{LossScaler, Precision, Targets};
 use stages::artifact::tables::TableBuilder;
 use stages::artifact::{DatasetManifest, SamplePlan};
 use tch::{Device, Tensor};
@@ -23,7 +23,7 @@ use crate::batch_tensor::TensorBatch;
 use crate::checkpoint::{self, Best, Checkpoints, Committed, MetricsRow, StepRow, TrainState};
 use crate::device;
 use crate::fault;
-use crate::image_set::{ImageSet, targets_of};
+use crate::image_set::{ImageSet, labelled_targets, targets_of};
 use crate::optim::FlatOptimizer;
 use crate::tensorboard::EventWriter;
 use crate::validate::{ValidationResult, validate};
@@ -72,8 +72,17 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     }
 
     let patch = plan.recipe.patch_size;
-    let train_set = ImageSet::new(plan.train.iter().map(|i| i.id), &dataset)?;
-    let val_set = ImageSet::new(plan.val_patches.iter().map(|v| v.image_id), &dataset)?;
+    let train_set = ImageSet::new(plan.train.iter().map(|i| i.id), &dataset, &plan)?;
+    let mut val_set = ImageSet::new(plan.val_patches.iter().map(|v| v.image_id), &dataset, &plan)?;
+    let mut dg = crate::domain_training::prepare(p, ctx, &dataset, &train_set, &mut val_set, device)?;
+    if let (Some(t), Some(c)) = (dg.trainer.as_mut(), &last) {
+        t.load(&c.dir)?;
+    }
+    let unlabelled_per_batch = dg.unlabelled_per_batch();
+    let checkpoint_meta = match &dg.stain {
+        Some(r) => r.metadata()?,
+        None => HashMap::new(),
+    };
     let val_batches = val_set.batches(&plan.val_patches, p.batch_size);
     let steps_per_epoch = plan.epoch(0).len().div_ceil(p.batch_size) as u64;
     let total_steps = steps_per_epoch * p.epochs as u64;
@@ -87,6 +96,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         brightness: p.augment.brightness as f32,
         contrast: p.augment.contrast as f32,
         scale_jitter: p.augment.scale_jitter as f32,
+        fourier: dg.fourier,
     };
     let tb_dir = resume.join("tensorboard");
     std::fs::create_dir_all(&tb_dir).map_err(|e| StageError::io(&tb_dir, e))?;
@@ -98,8 +108,22 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
     ctx.progress().set(state.global_step);
     for epoch in state.epochs_done..p.epochs {
         let epoch_start = Instant::now();
-        let batches = train_set.batches(&plan.epoch(epoch), p.batch_size);
+        let mut batches = train_set.batches(&plan.epoch(epoch), p.batch_size);
         let n_images: usize = batches.iter().map(Vec::len).sum();
+        if unlabelled_per_batch > 0 {
+            let extra = crate::domain_training::unlabelled_patches(
+                &dg.unlabelled_sizes,
+                dg.first_unlabelled,
+                patch,
+                unlabelled_per_batch,
+                batches.len(),
+                p.seed,
+                epoch,
+            );
+            for (batch, more) in batches.iter_mut().zip(extra) {
+                batch.extend(more);
+            }
+        }
         let n_batches = batches.len();
         let config = LoaderConfig {
             patch_size: patch,
@@ -108,8 +132,8 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             augment,
             prefetch_batches: 4,
         };
-        let b = p.batch_size as i64;
-        let loader = PatchLoader::start(train_set.images.clone(), batches, config, move |_| {
+        let b = (p.batch_size + unlabelled_per_batch) as i64;
+        let loader = PatchLoader::start(dg.images.clone(), batches, config, move |_| {
             TensorBatch::allocate(b, patch as i64, device)
         })
         .map_err(StageError::domain)?;
@@ -123,10 +147,32 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             let n = batch.specs.len() as i64;
             let pixels = midog_model::transform::upload(&batch.pixels.tensor.narrow(0, 0, n), device);
             let images = net.normalize(&pixels, channels_last);
-            let targets = targets_of(&batch.boxes, cfg.trunk().num_classes, device)?;
+            let labelled = batch.specs.len() - unlabelled_per_batch.min(batch.specs.len());
+            let targets = labelled_targets(&batch.boxes, labelled, cfg.trunk().num_classes, device)?;
             last_lr = lr_at(p.schedule, p.lr, state.global_step, total_steps, p.warmup_steps);
+            let domain = match dg.trainer.as_mut() {
+                Some(trainer) => {
+                    let scanners: Vec<&str> = batch.specs.iter().map(|s| dg.scanners[s.image].as_str()).collect();
+                    let labels = trainer.labels(&scanners, device)?;
+                    let lambda = trainer.params.lambda(state.global_step as f64 / total_steps.max(1) as f64);
+                    Some(crate::domain_training::DomainBatch { trainer, labels, lambda })
+                }
+                None => None,
+            };
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                train_step(net.as_ref(), &mut opt, &vs, &images, &targets, precision, &mut scaler, last_lr, p.grad_clip)
+                crate::domain_training::train_step(
+                    net.as_ref(),
+                    &mut opt,
+                    &vs,
+                    &images,
+                    &targets,
+                    labelled as i64,
+                    domain,
+                    precision,
+                    &mut scaler,
+                    last_lr,
+                    p.grad_clip,
+                )
             }));
             let losses = match step {
                 Ok(l) => l,
@@ -150,7 +196,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
                 let l = step_losses.last().map(|t| t.double_value(&[0])).unwrap_or(f64::NAN);
                 if !l.is_finite() {
                     let values = read_losses(&step_losses)?;
-                    let rows: Vec<&[f32]> = values.chunks(3).collect();
+                    let rows: Vec<&[f32]> = values.chunks(LOSS_COLUMNS).collect();
                     check_finite(&rows, epoch, state.global_step, last.as_ref(), p)?;
                 }
                 ctx.progress().set_message(&format!("epoch {}/{} loss {l:.3}", epoch + 1, p.epochs));
@@ -158,7 +204,7 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         let values = read_losses(&step_losses)?;
-        let rows: Vec<&[f32]> = values.chunks(3).collect();
+        let rows: Vec<&[f32]> = values.chunks(LOSS_COLUMNS).collect();
         check_finite(&rows, epoch, state.global_step, last.as_ref(), p)?;
         if fault::action_at("trained", epoch + 1) == Some(fault::Action::Nan) {
             let _guard = tch::no_grad_guard();
@@ -195,6 +241,8 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
             val_threshold: val.as_ref().map(|v| v.threshold),
             img_per_s: n_images as f64 / train_seconds,
             seconds: epoch_start.elapsed().as_secs_f64(),
+            domain_loss: dg.trainer.is_some().then(|| mean(3)),
+            domain_accuracy: dg.trainer.is_some().then(|| mean(4)),
         };
         tracing::info!(
             "epoch {}/{}: loss {:.4} (cls {:.4}, box {:.4}), val loss {}, val F1 {}, {:.1} img/s",
@@ -234,14 +282,18 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         state.epochs_done = epoch + 1;
         state.rows.push(row);
         state.steps.extend(epoch_steps);
-        let weights = midog_model::weights::checkpoint_bytes(&vs, &net.config(), &HashMap::new()).map_err(model_err)?;
+        let weights = midog_model::weights::checkpoint_bytes(&vs, &net.config(), &checkpoint_meta).map_err(model_err)?;
         let optimizer = opt.to_bytes().map_err(model_err)?;
         let previous_best = last.as_ref().map(|c| c.dir.join(checkpoint::BEST));
         let best = match (&previous_best, improved) {
             (Some(p), false) => Best::Previous(p),
             _ => Best::ThisEpoch,
         };
-        let dir = checkpoints.commit(&state, &weights, &optimizer, best)?;
+        let extra = match &dg.trainer {
+            Some(t) => t.to_files()?,
+            None => Vec::new(),
+        };
+        let dir = checkpoints.commit(&state, &weights, &optimizer, best, &extra)?;
         last = Some(Committed { dir, state: state.clone() });
     }
     let Some(last) = last else { return Err(StageError::msg("training ran no epoch")) };
@@ -283,7 +335,11 @@ fn divergence_advice(p: &TrainParams) -> String {
     if tips.is_empty() { format!("Try: {last}") } else { format!("Try: {} or {last}", tips.join(", ")) }
 }
 
-/// The per-step `[total, classification, box]` losses of an epoch, read in one transfer.
+/// Values per step: total, classification, box, domain loss, domain accuracy.
+const LOSS_COLUMNS: usize = 5;
+
+/// The per-step `[total, classification, box, domain, domain accuracy]` values of an epoch, read
+/// in one transfer.
 fn read_losses(steps: &[Tensor]) -> Result<Vec<f32>, StageError> {
     if steps.is_empty() {
         return Ok(Vec::new());
@@ -310,34 +366,6 @@ fn check_finite(
         last_good(last),
         divergence_advice(p)
     )))
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn train_step(
-    net: &dyn Detector,
-    opt: &mut FlatOptimizer,
-    vs: &tch::nn::VarStore,
-    images: &Tensor,
-    targets: &Targets,
-    precision: Precision,
-    scaler: &mut LossScaler,
-    lr: f64,
-    clip: Option<f64>,
-) -> Tensor {
-    opt.zero_grad();
-    let losses = net.losses(images, targets, precision, true);
-    if scaler.enabled() {
-        scaler.scale_loss(&losses.total).backward();
-        let vars = vs.trainable_variables();
-        let found_inf = scaler.unscale_(&vars).map(|f| bool::try_from(&f).unwrap_or(true)).unwrap_or(false);
-        if scaler.update(found_inf) {
-            let _ = opt.step(lr, clip);
-        }
-    } else {
-        losses.total.backward();
-        let _ = opt.step(lr, clip);
-    }
-    Tensor::stack(&[losses.total.detach(), losses.classification.detach(), losses.box_regression.detach()], 0)
 }
 
 fn step_failure(message: &str, p: &TrainParams, epoch: u32, step: u64, resume: &Path) -> StageError {
@@ -433,6 +461,8 @@ fn finish(ctx: &StageContext, last: &Committed, lr_of_step: &dyn Fn(u64) -> f64)
         .opt_f64("val_threshold", r.iter().map(|x| x.val_threshold).collect())
         .f64("img_per_s", r.iter().map(|x| x.img_per_s).collect())
         .f64("seconds", r.iter().map(|x| x.seconds).collect())
+        .opt_f64("domain_loss", r.iter().map(|x| x.domain_loss).collect())
+        .opt_f64("domain_accuracy", r.iter().map(|x| x.domain_accuracy).collect())
         .write(&out.join("metrics.parquet"))?;
     let epochs = |f: fn(&MetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
         r.iter().filter_map(|x| f(x).map(|v| (x.epoch as f64, v))).collect()

@@ -27,13 +27,22 @@ pub struct PatchAugment {
     pub stain: Option<([f32; 3], [f32; 3])>,
     pub brightness: f32,
     pub contrast: f32,
+    /// Fourier mixing: the bank entry to start looking from for a style of another image, and β.
+    pub fourier: Option<(usize, f32)>,
 }
 
 impl PatchAugment {
-    pub const IDENTITY: PatchAugment =
-        PatchAugment { scale: 1.0, dihedral: Dihedral::IDENTITY, stain: None, brightness: 1.0, contrast: 1.0 };
+    pub const IDENTITY: PatchAugment = PatchAugment {
+        scale: 1.0,
+        dihedral: Dihedral::IDENTITY,
+        stain: None,
+        brightness: 1.0,
+        contrast: 1.0,
+        fourier: None,
+    };
 
-    /// Draws in a fixed order; a disabled augmentation draws nothing.
+    /// Draws in a fixed order; a disabled augmentation draws nothing (Fourier mixing draws last,
+    /// so turning it on leaves every other augmentation of a patch as it was).
     pub fn sample(config: &AugmentConfig, rng: &mut impl Rng) -> PatchAugment {
         let scale = around_one(rng, config.scale_jitter);
         let flip_h = config.flips && rng.random_bool(0.5);
@@ -47,7 +56,12 @@ impl PatchAugment {
         });
         let brightness = around_one(rng, config.brightness);
         let contrast = around_one(rng, config.contrast);
-        PatchAugment { scale, dihedral: Dihedral { flip_h, flip_v, rot90 }, stain, brightness, contrast }
+        let fourier = config.fourier.and_then(|f| {
+            let mixed = rng.random::<f32>() < f.probability;
+            let entry = rng.random_range(0..f.bank_size);
+            mixed.then_some((entry, f.beta))
+        });
+        PatchAugment { scale, dihedral: Dihedral { flip_h, flip_v, rot90 }, stain, brightness, contrast, fourier }
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::stain::StainTransform;
+
 /// One patch to read: top-left corner in level-0 pixels of image `image` (an index into the
 /// loader's image list). The corner may lie outside the image: outside pixels are white.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -11,11 +13,13 @@ pub struct PatchSpec {
     pub y: i64,
 }
 
-/// An image the loader reads, with its object boxes `[x1, y1, x2, y2]` in level-0 pixels.
-#[derive(Debug, Clone, PartialEq)]
+/// An image the loader reads, with its object boxes `[x1, y1, x2, y2]` in level-0 pixels and,
+/// optionally, the stain normalisation applied to its pixels before any augmentation.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoaderImage {
     pub path: PathBuf,
     pub boxes: Vec<[f32; 4]>,
+    pub stain: Option<StainTransform>,
 }
 
 /// A finished batch: `pixels` holds N × H × W × 3 interleaved RGB bytes (N = `specs.len()`),

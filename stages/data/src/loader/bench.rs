@@ -107,7 +107,8 @@ pub fn bench_loader(paths: &[PathBuf], config: &LoaderBenchConfig) -> Result<Vec
         warm_page_cache(path)?;
     }
     let plan = random_patch_plan(&sizes, config.batches, config.batch_size, config.patch_size, config.seed);
-    let images: Vec<LoaderImage> = paths.iter().map(|p| LoaderImage { path: p.clone(), boxes: Vec::new() }).collect();
+    let images: Vec<LoaderImage> =
+        paths.iter().map(|p| LoaderImage { path: p.clone(), boxes: Vec::new(), stain: None }).collect();
     let patches: usize = plan.iter().map(Vec::len).sum();
     let mut results = Vec::new();
     for &threads in &config.threads {

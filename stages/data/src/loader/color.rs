@@ -32,20 +32,9 @@ fn tables() -> &'static Tables {
         let exp = Box::new(std::array::from_fn(|i| {
             (255.0 * (-(i as f64) / f64::from(EXP_STEPS_PER_OD)).exp()).round() as u8
         }));
-        let inv = invert3(RGB_FROM_HED);
+        let inv = crate::stain::linalg::invert3(RGB_FROM_HED).expect("the HED matrix is invertible");
         Tables { od, exp, hed_from_rgb: inv.map(|row| row.map(|v| v as f32)) }
     })
-}
-
-fn invert3(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let cof = |r0: usize, r1: usize, c0: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
-    let adj = [
-        [cof(1, 2, 1, 2), -cof(0, 2, 1, 2), cof(0, 1, 1, 2)],
-        [-cof(1, 2, 0, 2), cof(0, 2, 0, 2), -cof(0, 1, 0, 2)],
-        [cof(1, 2, 0, 1), -cof(0, 2, 0, 1), cof(0, 1, 0, 1)],
-    ];
-    let det = m[0][0] * adj[0][0] + m[0][1] * adj[1][0] + m[0][2] * adj[2][0];
-    adj.map(|row| row.map(|v| v / det))
 }
 
 /// HED jitter in place: densities h = od·HED_FROM_RGB (clipped ≥ 0) become h·α + β, and back.
@@ -53,38 +42,17 @@ fn invert3(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
 /// Pixels go through in blocks: table lookups in, a branch-free float part the compiler
 /// vectorises, table lookups out.
 pub(crate) fn stain_jitter(pixels: &mut [u8], alpha: [f32; 3], beta: [f32; 3]) {
-    const BLOCK: usize = 64;
     let t = tables();
     let m = t.hed_from_rgb;
     // Fused back-projection: od_out[j] = Σk (h[k]·α[k] + β[k])·R[k][j] = offset[j] + Σk h[k]·a[k][j].
     let a: [[f32; 3]; 3] = std::array::from_fn(|k| std::array::from_fn(|j| alpha[k] * RGB_FROM_HED[k][j] as f32));
     let offset: [f32; 3] = std::array::from_fn(|j| (0..3).map(|k| beta[k] * RGB_FROM_HED[k][j] as f32).sum());
-    let exp: &[u8; EXP_TABLE_LEN] = &t.exp;
-    let max_index = (EXP_TABLE_LEN - 1) as f32;
-    let mut od = [[0f32; BLOCK]; 3];
-    let mut index = [[0u16; BLOCK]; 3];
-    for block in pixels.chunks_mut(BLOCK * 3) {
-        for (i, px) in block.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                od[c][i] = t.od[px[c] as usize];
-            }
-        }
-        for i in 0..BLOCK {
-            let (r, g, b) = (od[0][i], od[1][i], od[2][i]);
-            let h0 = (r * m[0][0] + g * m[1][0] + b * m[2][0]).max(0.0);
-            let h1 = (r * m[0][1] + g * m[1][1] + b * m[2][1]).max(0.0);
-            let h2 = (r * m[0][2] + g * m[1][2] + b * m[2][2]).max(0.0);
-            for j in 0..3 {
-                let out = offset[j] + h0 * a[0][j] + h1 * a[1][j] + h2 * a[2][j];
-                index[j][i] = (out * EXP_STEPS_PER_OD + 0.5).clamp(0.0, max_index) as u16;
-            }
-        }
-        for (i, px) in block.chunks_exact_mut(3).enumerate() {
-            for c in 0..3 {
-                px[c] = exp[index[c][i] as usize % EXP_TABLE_LEN];
-            }
-        }
-    }
+    crate::stain::od::map_densities(pixels, &t.od, &t.exp[..], EXP_STEPS_PER_OD, |[r, g, b]| {
+        let h0 = (r * m[0][0] + g * m[1][0] + b * m[2][0]).max(0.0);
+        let h1 = (r * m[0][1] + g * m[1][1] + b * m[2][1]).max(0.0);
+        let h2 = (r * m[0][2] + g * m[1][2] + b * m[2][2]).max(0.0);
+        std::array::from_fn(|j| offset[j] + h0 * a[0][j] + h1 * a[1][j] + h2 * a[2][j])
+    });
 }
 
 /// Brightness (factor) and contrast (factor around the mean of all samples) in place.
@@ -111,7 +79,7 @@ mod tests {
 
     #[test]
     fn hed_matrix_is_the_inverse() {
-        let inv = invert3(RGB_FROM_HED);
+        let inv = crate::stain::linalg::invert3(RGB_FROM_HED).expect("the HED matrix is invertible");
         for (i, row) in RGB_FROM_HED.iter().enumerate() {
             for j in 0..3 {
                 let v: f64 = row.iter().zip(&inv).map(|(r, inv_row)| r * inv_row[j]).sum();

@@ -18,6 +18,27 @@ pub struct AugmentConfig {
     /// Scale ~ U(1 − s, 1 + s): a region of `patch_size / scale` is resampled (bilinear) to
     /// `patch_size`, centred on the same point; 0 = off.
     pub scale_jitter: f32,
+    /// Fourier-domain mixing with a style patch of another image; `None` = off.
+    pub fourier: Option<FourierMix>,
+}
+
+/// Fourier-domain mixing (see `loader::fourier`): with probability `probability`, a patch's
+/// low-frequency amplitude spectrum moves by `beta` towards that of a style patch drawn from a
+/// bank of `bank_size` random patches of the style images (`style_images`, indices into the
+/// loader's image list), never one of the patch's own image. The bank is drawn from the loader's
+/// seed, so mixing is deterministic per (seed, batch, position) like every other augmentation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FourierMix {
+    /// Blend ratio in [0, 1]: 0 keeps the patch, 1 replaces its low-frequency amplitude.
+    pub beta: f32,
+    /// Low-frequency window half-side as a fraction of the patch side (FDA's L), in (0, 0.5].
+    pub window: f32,
+    /// Probability in [0, 1] that a patch is mixed.
+    pub probability: f32,
+    /// Style patches drawn per loader (a new bank for every seed, i.e. every epoch).
+    pub bank_size: usize,
+    /// Half-open range `[start, end)` of loader image indices that style patches come from.
+    pub style_images: [usize; 2],
 }
 
 impl AugmentConfig {
@@ -29,6 +50,7 @@ impl AugmentConfig {
         brightness: 0.0,
         contrast: 0.0,
         scale_jitter: 0.0,
+        fourier: None,
     };
 
     /// The training default: all dihedral transforms, light stain, brightness, contrast and scale jitter.
@@ -39,6 +61,7 @@ impl AugmentConfig {
         brightness: 0.1,
         contrast: 0.1,
         scale_jitter: 0.1,
+        fourier: None,
     };
 
     pub(crate) fn validate(&self) -> Result<(), String> {
@@ -51,6 +74,30 @@ impl AugmentConfig {
             if !(0.0..=max).contains(&v) {
                 return Err(format!("augment.{name} = {v} is outside [0, {max}]"));
             }
+        }
+        if let Some(f) = &self.fourier {
+            f.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl FourierMix {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.beta) {
+            return Err(format!("fourier.beta = {} is outside [0, 1]", self.beta));
+        }
+        if !(self.window > 0.0 && self.window <= 0.5) {
+            return Err(format!("fourier.window = {} is outside (0, 0.5]", self.window));
+        }
+        if !(0.0..=1.0).contains(&self.probability) {
+            return Err(format!("fourier.probability = {} is outside [0, 1]", self.probability));
+        }
+        if self.bank_size == 0 {
+            return Err("fourier.bank_size must be at least 1".into());
+        }
+        if self.style_images[0] >= self.style_images[1] {
+            return Err(format!("fourier.style_images {:?} is empty", self.style_images));
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use super::augment::{PatchAugment, patch_rng};
 use super::batch::{Batch, BatchBuffer, LoaderImage, PatchSpec};
 use super::config::LoaderConfig;
 use super::patch::PatchWorker;
+use super::style_bank::StyleBank;
 use crate::error::DataError;
 use crate::tiff::{TiffImage, TileCache};
 
@@ -33,9 +34,13 @@ type Delivery<B> = (usize, Result<Batch<B>, DataError>);
 struct Shared<B> {
     images: Vec<TiffImage>,
     boxes: Vec<Vec<[f32; 4]>>,
+    /// Stain normalisation per image (applied first, to every patch of it).
+    stains: Vec<Option<crate::stain::StainTransform>>,
     batches: Vec<Vec<PatchSpec>>,
     config: LoaderConfig,
     alloc: Allocator<B>,
+    /// Fourier styles (when `config.augment.fourier` is on).
+    styles: Option<StyleBank>,
     /// Next batch index a worker claims.
     next_claim: AtomicUsize,
     /// Batches handed to the caller so far; workers wait on `window_moved` for it to grow.
@@ -91,18 +96,32 @@ impl<B: BatchBuffer> PatchLoader<B> {
         }
         let mut opened = Vec::with_capacity(images.len());
         let mut boxes = Vec::with_capacity(images.len());
+        let mut stains = Vec::with_capacity(images.len());
         for image in images {
             opened.push(TiffImage::open_with_cache(&image.path, Arc::clone(&cache))?);
             boxes.push(image.boxes);
+            stains.push(image.stain);
         }
+        if let Some(f) = &config.augment.fourier
+            && f.style_images[1] > opened.len()
+        {
+            return Err(invalid(format!(
+                "fourier.style_images {:?} reaches past the loader's {} images",
+                f.style_images,
+                opened.len()
+            )));
+        }
+        let styles = config.augment.fourier.map(|f| StyleBank::draw(&f, &opened, config.patch_size, config.seed));
         let threads = config.threads.max(1);
         let window = config.prefetch_batches + threads;
         let shared = Arc::new(Shared {
             images: opened,
             boxes,
+            stains,
             batches,
             config,
             alloc: Box::new(alloc),
+            styles,
             next_claim: AtomicUsize::new(0),
             yielded: Mutex::new(0),
             window_moved: Condvar::new(),
@@ -254,12 +273,45 @@ fn build_batch<B: BatchBuffer>(
         }
         let aug = PatchAugment::sample(&shared.config.augment, &mut patch_rng(shared.config.seed, index, position));
         let image = &shared.images[spec.image];
-        match worker.produce(image, &shared.boxes[spec.image], spec, size, &aug, out) {
+        let style = match style_of(shared, worker, &aug, spec.image, index) {
+            Ok(style) => style,
+            Err(e) => return Some(Err(e)),
+        };
+        let style = style.as_ref().map(|(a, beta)| (a.as_ref(), *beta));
+        let stain = shared.stains[spec.image].as_ref();
+        match worker.produce(image, &shared.boxes[spec.image], spec, size, &aug, stain, style, out) {
             Ok(b) => boxes.push(b),
             Err(e) => return Some(Err(e)),
         }
     }
     Some(Ok(Batch { index, pixels, boxes, specs: specs.clone() }))
+}
+
+/// The Fourier style of a patch of `own_image` whose augmentation asks for one (none when
+/// every bank entry is from the patch's own image).
+fn style_of<B>(
+    shared: &Shared<B>,
+    worker: &mut PatchWorker,
+    aug: &PatchAugment,
+    own_image: usize,
+    batch: usize,
+) -> Result<Option<(Arc<super::fourier::LowAmplitude>, f32)>, DataError> {
+    let (Some((start, beta)), Some(bank), Some(f)) = (aug.fourier, &shared.styles, &shared.config.augment.fourier)
+    else {
+        return Ok(None);
+    };
+    let Some(k) = bank.pick(start, own_image) else { return Ok(None) };
+    let size = shared.config.patch_size;
+    let amplitude = bank.amplitude(k, |d| {
+        let (image, stain) = (&shared.images[d.image], shared.stains[d.image].as_ref());
+        worker.style_amplitude(image, stain, d.x, d.y, size, f.window).map_err(|e| e.to_string())
+    });
+    // The worker needs the plans for the mix itself even when another worker computed the entry.
+    worker.mixer(size, f.window);
+    match amplitude {
+        Ok(a) => Ok(Some((a, beta))),
+        Err(message) => Err(DataError::LoaderWorker { batch, message: format!("Fourier style patch: {message}") }),
+    }
 }
 
 fn lock(m: &Mutex<usize>) -> MutexGuard<'_, usize> {

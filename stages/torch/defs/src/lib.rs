@@ -8,6 +8,7 @@
 //! the learning-rate schedules ([`lr_schedule`]).
 
 pub mod device;
+pub mod domain_generalization;
 pub mod lr_schedule;
 pub mod tile_infer;
 pub mod train;

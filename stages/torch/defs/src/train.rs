@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::device::parse_device;
+use crate::domain_generalization::{DomainAdversarialParams, FourierParams, StainNorm};
 use crate::lr_schedule::Schedule;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -39,6 +40,9 @@ pub struct AugmentParams {
     pub contrast: f64,
     /// Scale jitter (± this fraction; 0 = off).
     pub scale_jitter: f64,
+    /// Fourier-domain mixing with style patches of other images (absent: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fourier: Option<FourierParams>,
 }
 
 impl Default for AugmentParams {
@@ -50,6 +54,7 @@ impl Default for AugmentParams {
             brightness: 0.1,
             contrast: 0.1,
             scale_jitter: 0.1,
+            fourier: None,
         }
     }
 }
@@ -92,6 +97,13 @@ pub struct TrainParams {
     pub augment: AugmentParams,
     /// Patch-loading threads (0: automatic). Not part of the key.
     pub loader_threads: usize,
+    /// Domain-adversarial training with a domain classifier on FPN levels (absent: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_adversarial: Option<DomainAdversarialParams>,
+    /// Stain normalisation, "macenko" or "reinhard", to a reference computed from the training
+    /// images; tile_infer and `pipeline detect` apply the same (it travels in the checkpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stain_norm: Option<StainNorm>,
 }
 
 impl Default for TrainParams {
@@ -114,6 +126,8 @@ impl Default for TrainParams {
             log_every: 10,
             augment: AugmentParams::default(),
             loader_threads: 0,
+            domain_adversarial: None,
+            stain_norm: None,
         }
     }
 }
@@ -161,6 +175,14 @@ impl StageDef for TrainStage {
             return Err(ParamError::new(&["grad_clip"], "must be positive"));
         }
         parse_device(&p.device).map_err(|e| ParamError::new(&["device"], e))?;
+        if let Some(f) = &p.augment.fourier {
+            f.validate()?;
+        }
+        if let Some(da) = &p.domain_adversarial {
+            da.validate()?;
+            da.level_indices(p.model.pyramid_levels())
+                .map_err(|e| ParamError::new(&["domain_adversarial", "levels"], e))?;
+        }
         Ok(())
     }
 
