@@ -154,7 +154,6 @@ impl StageDef for DatasetStage {
                     )
                     .with_help("synthetic = { tumor_types = [...] } writes MIDOG++.json and the domain table"));
                 }
-                }
             }
             if p.heldout_labels.is_some() {
                 return Err(ParamError::new(

@@ -2,7 +2,7 @@
 //! counts of the very resamples the library drew, computes F1, precision and recall with the
 //! official formulas, and takes `np.percentile`; intervals and paired differences must agree.
 
-#[path = "../../model/tests/common/python.rs"]
+#[path = "../../torch/src/python_env.rs"]
 mod python;
 
 use std::process::Command;

@@ -62,7 +62,7 @@ pub trait Detector {
         path: &Path,
         extra: &std::collections::HashMap<String, String>,
     ) -> Result<(), Error> {
-        crate::weights::save_checkpoint(vs, self.config(), path, extra)
+        crate::weights::save_checkpoint(vs, &self.config(), path, extra)
     }
 }
 

@@ -2,20 +2,24 @@
 //! forward pass but never reach the detection loss, and the domain loss trains the classifier
 //! while its reversed gradient reaches the trunk.
 
-use midog_model::config::DetectorKind;
+use midog_model::config::{CenterNetConfig, DetectorConfig, DetectorKind, TrunkConfig};
 use midog_model::{DomainClassifier, FpnLevels, HeadKind, Precision, RetinaNetConfig, Targets, build_detector};
 use tch::{Device, Kind, Tensor, nn};
 
-fn tiny(detector: DetectorKind) -> RetinaNetConfig {
-    RetinaNetConfig {
-        detector,
-        fpn_levels: FpnLevels::P3p5,
+fn tiny(detector: DetectorKind) -> DetectorConfig {
+    let trunk = TrunkConfig {
         fpn_channels: 32,
         head_channels: 32,
         head_convs: 1,
         head: HeadKind::GroupNorm,
         head_gn_groups: 8,
         ..Default::default()
+    };
+    match detector {
+        DetectorKind::Retinanet => {
+            DetectorConfig::RetinaNet(RetinaNetConfig { trunk, fpn_levels: FpnLevels::P3p5, ..Default::default() })
+        }
+        DetectorKind::Centernet => DetectorConfig::CenterNet(CenterNetConfig { trunk, ..Default::default() }),
     }
 }
 

@@ -15,7 +15,7 @@ use engine::plan::PlannedStage;
 use super::DetectArgs;
 use crate::artifact::scores::Scores;
 use crate::nms::NmsParams;
-use crate::tile_infer::{CheckpointChoice, TileInferParams};
+use torch_stage_defs::tile_infer::{CheckpointChoice, TileInferParams};
 
 /// What `--experiment` resolved to.
 #[derive(Debug, Clone, PartialEq)]

@@ -169,6 +169,7 @@ impl ScannerProfile {
             blur_sigma_px: 0.6,
             noise_sd: 2.8,
             stain_jitter: 0.14,
+            jpeg_quality_cap: 100,
         }
     }
 

@@ -103,7 +103,11 @@ pub fn train(a: &TrainBenchArgs) -> Result<()> {
     let mut opt = FlatOptimizer::new(&vs, Optimizer::Adam, 0.0, 0.9);
     let mut scaler = LossScaler::new(precision);
     let mut domain = if a.domain_adversarial {
-        let p = stages::train::TrainParams { model: cfg.clone(), optimizer: Optimizer::Adam, ..Default::default() };
+        let p = torch_stage_defs::train::TrainParams {
+            model: cfg.clone(),
+            optimizer: Optimizer::Adam,
+            ..Default::default()
+        };
         let da = torch_stage_defs::domain_generalization::DomainAdversarialParams::default();
         let trainer = crate::domain_training::DomainTrainer::new(&p, &da, vec!["A".into(), "B".into()], dev)
             .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -15,13 +15,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stages::artifact::SplitSets;
 use stages::artifact::dataset_manifest::LoadedDataset;
-use torch_stage_defs::domain_generalization::{DomainAdversarialParams, StyleSource};
-use stages::train::TrainParams;
 use tch::{Device, Kind, Tensor, nn};
+use torch_stage_defs::domain_generalization::{DomainAdversarialParams, StyleSource};
+use torch_stage_defs::train::TrainParams;
 
+use crate::image_set::ImageSet;
 use crate::optim::FlatOptimizer;
 use crate::stain_norm::StainReference;
-use crate::train::ImageSet;
 
 /// What domain generalisation adds to the train stage's inputs.
 pub struct DgInputs {
@@ -177,8 +177,13 @@ impl DomainTrainer {
     ) -> Result<DomainTrainer, StageError> {
         let levels = da.level_indices(p.model.pyramid_levels()).map_err(StageError::msg)?;
         let vs = nn::VarStore::new(device);
-        let classifier =
-            DomainClassifier::new(&vs.root(), p.model.fpn_channels, &levels, da.hidden_channels, domains.len() as i64);
+        let classifier = DomainClassifier::new(
+            &vs.root(),
+            p.model.trunk().fpn_channels,
+            &levels,
+            da.hidden_channels,
+            domains.len() as i64,
+        );
         let opt = FlatOptimizer::new(&vs, p.optimizer, p.weight_decay, p.momentum);
         Ok(DomainTrainer { params: da.clone(), domains, vs, classifier, opt })
     }
@@ -313,23 +318,25 @@ pub fn unlabelled_patches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use midog_model::config::DetectorKind;
+    use midog_model::config::{CenterNetConfig, DetectorConfig, DetectorKind, TrunkConfig};
     use midog_model::{FpnLevels, HeadKind, RetinaNetConfig};
 
     fn params(detector: DetectorKind) -> TrainParams {
-        TrainParams {
-            model: RetinaNetConfig {
-                detector,
-                fpn_levels: FpnLevels::P3p5,
-                fpn_channels: 32,
-                head_channels: 32,
-                head_convs: 1,
-                head: HeadKind::GroupNorm,
-                head_gn_groups: 8,
-                ..Default::default()
-            },
+        let trunk = TrunkConfig {
+            fpn_channels: 32,
+            head_channels: 32,
+            head_convs: 1,
+            head: HeadKind::GroupNorm,
+            head_gn_groups: 8,
             ..Default::default()
-        }
+        };
+        let model = match detector {
+            DetectorKind::Retinanet => {
+                DetectorConfig::RetinaNet(RetinaNetConfig { trunk, fpn_levels: FpnLevels::P3p5, ..Default::default() })
+            }
+            DetectorKind::Centernet => DetectorConfig::CenterNet(CenterNetConfig { trunk, ..Default::default() }),
+        };
+        TrainParams { model, ..Default::default() }
     }
 
     /// The loader boxes of a batch of 2 labelled + 2 unlabelled patches, with or without labels
@@ -340,7 +347,7 @@ mod tests {
             boxes[2] = vec![[4.0, 4.0, 30.0, 30.0], [30.0, 30.0, 60.0, 60.0]];
             boxes[3] = vec![[10.0, 20.0, 50.0, 60.0]];
         }
-        crate::train::labelled_targets(&boxes, 2, 1, Device::Cpu).unwrap()
+        crate::image_set::labelled_targets(&boxes, 2, 1, Device::Cpu).unwrap()
     }
 
     #[test]

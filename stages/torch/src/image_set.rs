@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use engine::StageError;
 use midog_data::loader::{LoaderImage, PatchSpec};
 use midog_model::Targets;
-use stages::artifact::dataset_manifest::LoadedDataset;
 use stages::artifact::SamplePlan;
+use stages::artifact::dataset_manifest::LoadedDataset;
 use stages::artifact::sample_plan::PlannedPatch;
 use tch::Device;
 

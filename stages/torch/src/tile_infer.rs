@@ -12,8 +12,8 @@ use torch_stage_defs::device::loader_threads;
 use torch_stage_defs::tile_infer::{CheckpointChoice, TileInferParams};
 
 use crate::device;
-use crate::tile_grid::TileGrid;
 use crate::stain_norm::StainReference;
+use crate::tile_grid::TileGrid;
 use crate::tiled::TiledDetector;
 
 pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use engine::{StageContext, StageError};
 use midog_data::loader::{AugmentConfig, LoaderConfig, PatchLoader};
-use midog_model::{LossScaler, Precision, Targets};
+use midog_model::{LossScaler, Precision};
 use stages::artifact::tables::TableBuilder;
 use stages::artifact::{DatasetManifest, SamplePlan};
 use tch::{Device, Tensor};
@@ -23,7 +23,7 @@ use crate::batch_tensor::TensorBatch;
 use crate::checkpoint::{self, Best, Checkpoints, Committed, MetricsRow, StepRow, TrainState};
 use crate::device;
 use crate::fault;
-use crate::image_set::{ImageSet, labelled_targets, targets_of};
+use crate::image_set::{ImageSet, labelled_targets};
 use crate::optim::FlatOptimizer;
 use crate::tensorboard::EventWriter;
 use crate::validate::{ValidationResult, validate};
@@ -282,7 +282,8 @@ pub fn run(p: &TrainParams, ctx: &StageContext) -> Result<(), StageError> {
         state.epochs_done = epoch + 1;
         state.rows.push(row);
         state.steps.extend(epoch_steps);
-        let weights = midog_model::weights::checkpoint_bytes(&vs, &net.config(), &checkpoint_meta).map_err(model_err)?;
+        let weights =
+            midog_model::weights::checkpoint_bytes(&vs, &net.config(), &checkpoint_meta).map_err(model_err)?;
         let optimizer = opt.to_bytes().map_err(model_err)?;
         let previous_best = last.as_ref().map(|c| c.dir.join(checkpoint::BEST));
         let best = match (&previous_best, improved) {

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use midog_model::weights::WeightsFormat;
-use midog_model::{BackboneKind, RetinaNetConfig};
+use midog_model::{BackboneKind, DetectorConfig, RetinaNetConfig, TrunkConfig};
 use stages::cli::{WeightsBackbone, WeightsFetchArgs};
 
 const SCRIPT: &str = include_str!("weights_fetch.py");
@@ -110,7 +110,10 @@ fn convert(source: &str, partial: &Path, meta: &serde_json::Value) -> Result<usi
 
 /// Loads the file into the train stage's model with this backbone; returns the tensors used.
 fn check(kind: BackboneKind, file: &Path) -> Result<usize> {
-    let cfg = RetinaNetConfig { backbone: kind, ..RetinaNetConfig::default() };
+    let cfg = DetectorConfig::RetinaNet(RetinaNetConfig {
+        trunk: TrunkConfig { backbone: kind, ..TrunkConfig::default() },
+        ..RetinaNetConfig::default()
+    });
     let (vs, _net) = midog_model::build_detector(&cfg, tch::Device::Cpu)?;
     let report = midog_model::weights::load_weights(&vs, file, &[])
         .with_context(|| format!("the converted file does not fit the train stage's {} backbone", kind.name()))?;

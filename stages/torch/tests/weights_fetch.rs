@@ -84,11 +84,14 @@ fn a_local_torchvision_state_dict_is_converted_read_back_and_loaded() {
     assert_eq!(source, "r18.pth");
 
     // The train stage's model loads it: its stem holds the state dict's values.
-    let cfg = midog_model::RetinaNetConfig {
-        backbone: midog_model::BackboneKind::Resnet18,
-        backbone_weights: Some(file.clone()),
+    let cfg = midog_model::DetectorConfig::RetinaNet(midog_model::RetinaNetConfig {
+        trunk: midog_model::TrunkConfig {
+            backbone: midog_model::BackboneKind::Resnet18,
+            backbone_weights: Some(file.clone()),
+            ..Default::default()
+        },
         ..Default::default()
-    };
+    });
     let (vs, _) = midog_model::build_detector(&cfg, tch::Device::Cpu).unwrap();
     let conv1 = &vs.variables()["backbone.body.conv1.weight"];
     let ours = conv1.to_kind(tch::Kind::Double).sum(tch::Kind::Double).double_value(&[]);

@@ -197,7 +197,7 @@ impl StageDef for TrainStage {
             )
             .with_help(format!(
                 "get torchvision's ImageNet weights with `pipeline weights fetch {} -o {}`",
-                p.model.backbone.name(),
+                p.model.trunk().backbone.name(),
                 path.parent().map(|d| d.display().to_string()).unwrap_or_else(|| ".".into())
             )));
         }
@@ -208,4 +208,3 @@ impl StageDef for TrainStage {
         Resources { cpus: 0, gpus: 1, memory_mb: 16_384 }
     }
 }
-
