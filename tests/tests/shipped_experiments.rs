@@ -167,7 +167,7 @@ fn midog_baseline_is_planned_before_the_data_and_weights_are_there() {
     assert!(dag.status.success() && stdout(&dag).contains("tile_infer --> nms"), "{}", stdout(&dag));
     let run = p.run(&["run", file]);
     assert_eq!(run.status.code(), Some(2));
-    assert!(stderr(&run).contains("no MIDOG.json in"), "{}", stderr(&run));
+    assert!(stderr(&run).contains("no MIDOG.json or MIDOG++.json in"), "{}", stderr(&run));
     // The file names the command that gets its weights, and the command is there.
     assert!(shipped.contains("bin/pipeline weights fetch resnet18"));
     let help = p.run(&["weights", "fetch", "--help"]);
