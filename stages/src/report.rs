@@ -277,26 +277,8 @@ fn terminal_table(sources: &[Source]) -> String {
             s.scores.threshold,
             s.scores.threshold_rule
         );
-        let rows: Vec<Vec<String>> = s
-            .scores
-            .groups
-            .iter()
-            .filter(|g| g.split == "test" && g.is_scanner_row())
-            .map(|g| {
-                vec![
-                    g.scanner.clone(),
-                    g.images.to_string(),
-                    g.tp.to_string(),
-                    g.fp.to_string(),
-                    g.fn_.to_string(),
-                    format!("{:.3}", g.precision),
-                    format!("{:.3}", g.recall),
-                    format!("{:.3}", g.f1),
-                    interval_cell(g, "f1"),
-                    fmt_opt(g.ap),
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> =
+            s.scores.groups.iter().filter(|g| g.split == "test" && g.is_scanner_row()).map(terminal_row).collect();
         // Scanners first, the overall row last.
         let (mut scanners, all): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r[0] != "all");
         scanners.extend(all);
@@ -312,7 +294,7 @@ fn terminal_table(sources: &[Source]) -> String {
                 .groups
                 .iter()
                 .filter(|g| g.split == "test" && g.domain.as_deref() == Some(attribute.as_str()))
-                .map(|g| terminal_row(g))
+                .map(terminal_row)
                 .collect();
             out.push_str(&engine::progress::table(
                 &[&attribute, "images", "TP", "FP", "FN", "precision", "recall", "F1", &ci, "AP"],
@@ -324,7 +306,7 @@ fn terminal_table(sources: &[Source]) -> String {
     out
 }
 
-/// A row of the terminal table of another domain attribute (the scanner table's columns).
+/// A row of a terminal table: the scanner (or other attribute's value), counts, metrics.
 fn terminal_row(g: &GroupScore) -> Vec<String> {
     vec![
         g.scanner.clone(),
