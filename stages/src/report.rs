@@ -4,6 +4,9 @@
 //! bars, a gallery of crops), and the terminal table `pipeline run` prints at the end
 //! (`summary.txt`). Every F1, precision and recall carries the score stage's 95 % interval, or
 //! says why it has none. Several score stages may feed one report (e.g. two trainings compared).
+//! For a dataset with more domain attributes (MIDOG++), every table gets the same rows per
+//! tumour type (species, origin lab, …) after the scanner rows, and each attribute its own F1
+//! chart with error bars (`f1_by_tumor_type.png`); a MIDOG 2021 report is what it always was.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -16,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::DatasetManifest;
 use crate::artifact::dataset_manifest::LoadedDataset;
-use crate::artifact::scores::{GroupScore, Scores};
+use crate::artifact::scores::{GroupScore, RowOf, Scores, attribute_name};
 use crate::artifact::tables::TableBuilder;
 use crate::uncertainty::{bootstrap_caption, interval_cell};
 
@@ -43,6 +46,8 @@ impl StageDef for ReportStage {
     type Params = ReportParams;
     const KIND: &'static str = "report";
     // 2: bootstrap intervals in every table and error bars on the F1 chart.
+    // Tables and charts per tumour type came without a bump: a MIDOG 2021 report is byte for
+    // byte what version 2 wrote (see the score stage's version).
     const VERSION: u32 = 2;
     const SUMMARY: &'static str = "per-scanner table, Markdown/HTML report with plots and a gallery, Parquet";
     const NEEDS: &'static [&'static str] = &["score"];
@@ -90,7 +95,7 @@ pub fn run(p: &ReportParams, ctx: &StageContext) -> Result<(), StageError> {
             .x_range(0.0, 1.0)
             .y_range(0.0, 1.02)
             .legend(LegendPosition::LowerLeft);
-        for g in s.scores.groups.iter().filter(|g| g.split == "test") {
+        for g in s.scores.groups.iter().filter(|g| g.split == "test" && g.is_scanner_row()) {
             chart = chart.series(format!("{} (AP {})", g.scanner, fmt_opt(g.ap)), g.pr_curve.clone());
         }
         chart.save_png(out.join(&pr), 720, 520).map_err(plot_err)?;
@@ -103,7 +108,7 @@ pub fn run(p: &ReportParams, ctx: &StageContext) -> Result<(), StageError> {
             .x_range(0.0, 1.0)
             .y_range(0.0, 1.02)
             .legend(LegendPosition::LowerLeft);
-        for g in s.scores.groups.iter().filter(|g| g.scanner == "all") {
+        for g in s.scores.groups.iter().filter(|g| g.row().is_all()) {
             chart =
                 chart.series(format!("{} (F1 {:.3} at {:.2})", g.split, g.f1, s.scores.threshold), g.f1_curve.clone());
         }
@@ -126,6 +131,17 @@ pub fn run(p: &ReportParams, ctx: &StageContext) -> Result<(), StageError> {
         "f1_by_scanner.png".into(),
         "Test F1 per scanner; whiskers: 95 % bootstrap intervals (none where a row has fewer than 2 images or no mitotic figures)".into(),
     ));
+    for attribute in attributes(&sources) {
+        let file = format!("f1_by_{attribute}.png");
+        f1_by_domain(&sources, &attribute, &out.join(&file))?;
+        figures.push((
+            file,
+            format!(
+                "Test F1 per {}; whiskers: 95 % bootstrap intervals (none where a row has fewer than 2 images or no mitotic figures)",
+                attribute_name(&attribute)
+            ),
+        ));
+    }
 
     if let Ok(dataset) = ctx.ancestor("dataset").and_then(DatasetManifest::load) {
         if let Some(g) = gallery(&sources[0].scores, &dataset, p)? {
@@ -151,11 +167,53 @@ pub fn run(p: &ReportParams, ctx: &StageContext) -> Result<(), StageError> {
     Ok(())
 }
 
+/// The test F1 of each value of a domain attribute, with its interval as whiskers.
+fn f1_by_domain(sources: &[Source], attribute: &str, file: &Path) -> Result<(), StageError> {
+    let mut values: Vec<String> = Vec::new();
+    for s in sources {
+        for g in s.scores.groups.iter().filter(|g| g.split == "test" && g.domain.as_deref() == Some(attribute)) {
+            if !values.contains(&g.scanner) {
+                values.push(g.scanner.clone());
+            }
+        }
+    }
+    values.push("all".into());
+    let row = |v: &String| if v == "all" { RowOf::all() } else { RowOf { domain: attribute.into(), value: v.clone() } };
+    let width = (200 + values.len() * (30 + 26 * sources.len())).clamp(720, 2400) as u32;
+    let mut bars =
+        BarChart::new(format!("Test F1 per {} (95 % bootstrap intervals)", attribute_name(attribute)), values.clone())
+            .y_label("F1")
+            .y_range(0.0, 1.05)
+            .value_labels(2);
+    for s in sources {
+        let group = |v: &String| s.scores.row("test", &row(v));
+        let f1: Vec<f64> = values.iter().map(|v| group(v).map(|g| g.f1).unwrap_or(f64::NAN)).collect();
+        let intervals = values.iter().map(|v| group(v).and_then(|g| g.interval("f1")).map(|i| (i.lo, i.hi)));
+        bars = bars.series(s.name.clone(), f1).intervals(intervals);
+    }
+    bars.save_png(file, width, 480).map_err(plot_err)
+}
+
+/// The domain attributes besides the scanner that any source has rows of (`tumor_type`, …).
+fn attributes(sources: &[Source]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in sources.iter().flat_map(|s| s.scores.attributes()) {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
 fn scanner_names(sources: &[Source]) -> Vec<String> {
     let mut names: Vec<String> = sources
         .iter()
         .flat_map(|s| {
-            s.scores.groups.iter().filter(|g| g.split == "test" && g.scanner != "all").map(|g| g.scanner.clone())
+            s.scores
+                .groups
+                .iter()
+                .filter(|g| g.split == "test" && g.is_scanner_row() && !g.row().is_all())
+                .map(|g| g.scanner.clone())
         })
         .collect();
     names.sort();
@@ -168,22 +226,33 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
 }
 
-fn rows(sources: &[Source]) -> Vec<(&str, &GroupScore, &Scores)> {
+/// Every source's rows of one domain attribute (`None`: the scanner rows and the overall row).
+fn rows<'a>(sources: &'a [Source], domain: Option<&str>) -> Vec<(&'a str, &'a GroupScore, &'a Scores)> {
     let mut out = Vec::new();
     for s in sources {
-        for g in &s.scores.groups {
+        for g in s.scores.groups.iter().filter(|g| g.domain.as_deref() == domain) {
             out.push((s.name.as_str(), g, &s.scores));
         }
     }
     out
 }
 
+/// Every row: scanner rows first, then those of each other attribute.
+fn all_rows(sources: &[Source]) -> Vec<(&str, &GroupScore, &Scores)> {
+    let mut out = rows(sources, None);
+    for a in attributes(sources) {
+        out.extend(rows(sources, Some(&a)));
+    }
+    out
+}
+
 fn write_table(sources: &[Source], path: &Path) -> Result<(), StageError> {
-    let r = rows(sources);
+    let r = all_rows(sources);
+    let groups: Vec<&GroupScore> = r.iter().map(|(_, g, _)| *g).collect();
     let table = TableBuilder::new()
         .str("score_stage", r.iter().map(|(n, _, _)| n.to_string()).collect())
-        .str("split", r.iter().map(|(_, g, _)| g.split.clone()).collect())
-        .str("scanner", r.iter().map(|(_, g, _)| g.scanner.clone()).collect())
+        .str("split", r.iter().map(|(_, g, _)| g.split.clone()).collect());
+    let table = crate::score::row_columns(table, &groups.iter().map(|g| g.row()).collect::<Vec<_>>())
         .u64("images", r.iter().map(|(_, g, _)| g.images as u64).collect())
         .u64("tp", r.iter().map(|(_, g, _)| g.tp).collect())
         .u64("fp", r.iter().map(|(_, g, _)| g.fp).collect())
@@ -193,7 +262,6 @@ fn write_table(sources: &[Source], path: &Path) -> Result<(), StageError> {
         .f64("f1", r.iter().map(|(_, g, _)| g.f1).collect())
         .opt_f64("ap", r.iter().map(|(_, g, _)| g.ap).collect())
         .f64("threshold", r.iter().map(|(_, _, s)| s.threshold).collect());
-    let groups: Vec<&GroupScore> = r.iter().map(|(_, g, _)| *g).collect();
     crate::score::interval_columns(table, &groups).write(path)
 }
 
@@ -209,26 +277,8 @@ fn terminal_table(sources: &[Source]) -> String {
             s.scores.threshold,
             s.scores.threshold_rule
         );
-        let rows: Vec<Vec<String>> = s
-            .scores
-            .groups
-            .iter()
-            .filter(|g| g.split == "test")
-            .map(|g| {
-                vec![
-                    g.scanner.clone(),
-                    g.images.to_string(),
-                    g.tp.to_string(),
-                    g.fp.to_string(),
-                    g.fn_.to_string(),
-                    format!("{:.3}", g.precision),
-                    format!("{:.3}", g.recall),
-                    format!("{:.3}", g.f1),
-                    interval_cell(g, "f1"),
-                    fmt_opt(g.ap),
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> =
+            s.scores.groups.iter().filter(|g| g.split == "test" && g.is_scanner_row()).map(terminal_row).collect();
         // Scanners first, the overall row last.
         let (mut scanners, all): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r[0] != "all");
         scanners.extend(all);
@@ -238,8 +288,38 @@ fn terminal_table(sources: &[Source]) -> String {
             &scanners,
         ));
         out.push('\n');
+        for attribute in s.scores.attributes() {
+            let rows: Vec<Vec<String>> = s
+                .scores
+                .groups
+                .iter()
+                .filter(|g| g.split == "test" && g.domain.as_deref() == Some(attribute.as_str()))
+                .map(terminal_row)
+                .collect();
+            out.push_str(&engine::progress::table(
+                &[&attribute, "images", "TP", "FP", "FN", "precision", "recall", "F1", &ci, "AP"],
+                &rows,
+            ));
+            out.push('\n');
+        }
     }
     out
+}
+
+/// A row of a terminal table: the scanner (or other attribute's value), counts, metrics.
+fn terminal_row(g: &GroupScore) -> Vec<String> {
+    vec![
+        g.scanner.clone(),
+        g.images.to_string(),
+        g.tp.to_string(),
+        g.fp.to_string(),
+        g.fn_.to_string(),
+        format!("{:.3}", g.precision),
+        format!("{:.3}", g.recall),
+        format!("{:.3}", g.f1),
+        interval_cell(g, "f1"),
+        fmt_opt(g.ap),
+    ]
 }
 
 fn markdown(title: &str, sources: &[Source], table: &str, figures: &[(String, String)]) -> String {
@@ -249,8 +329,26 @@ fn markdown(title: &str, sources: &[Source], table: &str, figures: &[(String, St
     md.push_str("```text\n");
     md.push_str(table);
     md.push_str("```\n\n");
-    md.push_str("| score stage | split | scanner | images | TP | FP | FN | precision | recall | F1 | AP |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for (name, g, _) in rows(sources) {
+    let mut tables: Vec<(String, Option<String>)> = vec![("scanner".into(), None)];
+    tables.extend(attributes(sources).into_iter().map(|a| (a.clone(), Some(a))));
+    for (column, domain) in &tables {
+        if domain.is_some() {
+            let _ = writeln!(md, "\nBy {}:\n", attribute_name(column));
+        }
+        markdown_rows(&mut md, column, &rows(sources, domain.as_deref()));
+    }
+    for (file, caption) in figures {
+        let _ = write!(md, "\n### {caption}\n\n![{caption}]({file})\n");
+    }
+    md
+}
+
+fn markdown_rows(md: &mut String, column: &str, rows: &[(&str, &GroupScore, &Scores)]) {
+    let _ = write!(
+        md,
+        "| score stage | split | {column} | images | TP | FP | FN | precision | recall | F1 | AP |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for (name, g, _) in rows {
         let _ = writeln!(
             md,
             "| {name} | {} | {} | {} | {} | {} | {} | {:.3} {} | {:.3} {} | **{:.3}** {} | {} |",
@@ -269,10 +367,6 @@ fn markdown(title: &str, sources: &[Source], table: &str, figures: &[(String, St
             fmt_opt(g.ap)
         );
     }
-    for (file, caption) in figures {
-        let _ = write!(md, "\n### {caption}\n\n![{caption}]({file})\n");
-    }
-    md
 }
 
 fn escape(s: &str) -> String {
@@ -285,8 +379,28 @@ fn html(title: &str, sources: &[Source], figures: &[(String, String)]) -> String
         t = escape(title)
     );
     let _ = write!(h, "<p>Brackets: {}.</p>", escape(&bootstrap_caption(sources[0].scores.bootstrap.as_ref())));
-    h.push_str("<table><tr><th>score stage</th><th>split</th><th>scanner</th><th>images</th><th>TP</th><th>FP</th><th>FN</th><th>precision</th><th>recall</th><th>F1</th><th>AP</th></tr>");
-    for (name, g, _) in rows(sources) {
+    let mut tables: Vec<(String, Option<String>)> = vec![("scanner".into(), None)];
+    tables.extend(attributes(sources).into_iter().map(|a| (a.clone(), Some(a))));
+    for (column, domain) in &tables {
+        if domain.is_some() {
+            let _ = write!(h, "<h2>By {}</h2>", escape(&attribute_name(column)));
+        }
+        html_rows(&mut h, column, &rows(sources, domain.as_deref()));
+    }
+    for (file, caption) in figures {
+        let _ = write!(h, "<h3>{}</h3><img src=\"{file}\" alt=\"{}\">", escape(caption), escape(caption));
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn html_rows(h: &mut String, column: &str, rows: &[(&str, &GroupScore, &Scores)]) {
+    let _ = write!(
+        h,
+        "<table><tr><th>score stage</th><th>split</th><th>{}</th><th>images</th><th>TP</th><th>FP</th><th>FN</th><th>precision</th><th>recall</th><th>F1</th><th>AP</th></tr>",
+        escape(column)
+    );
+    for (name, g, _) in rows {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3} {}</td><td>{:.3} {}</td><td><b>{:.3}</b> {}</td><td>{}</td></tr>",
@@ -307,11 +421,6 @@ fn html(title: &str, sources: &[Source], figures: &[(String, String)]) -> String
         );
     }
     h.push_str("</table>");
-    for (file, caption) in figures {
-        let _ = write!(h, "<h3>{}</h3><img src=\"{file}\" alt=\"{}\">", escape(caption), escape(caption));
-    }
-    h.push_str("</body></html>\n");
-    h
 }
 
 /// Crops around true positives, false positives and misses of the test images.
@@ -381,4 +490,59 @@ fn gallery(scores: &Scores, dataset: &LoadedDataset, p: &ReportParams) -> Result
     with_legend.mark_legend((6, 4), 12).map_err(plot_err)?;
     g = with_legend;
     Ok(Some(g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midog_eval::Counts;
+
+    fn source(rows: &[(RowOf, Counts)]) -> Source {
+        let groups = rows.iter().map(|(r, c)| GroupScore::from_counts("test", r, 2, *c)).collect();
+        Source {
+            name: "score".into(),
+            scores: Scores {
+                threshold: 0.5,
+                threshold_rule: "fixed".into(),
+                val_f1: None,
+                radius_um: 7.5,
+                bootstrap: None,
+                groups,
+                images: Vec::new(),
+            },
+        }
+    }
+
+    fn tumour(v: &str) -> RowOf {
+        RowOf { domain: "tumor_type".into(), value: v.into() }
+    }
+
+    #[test]
+    fn tables_show_each_attribute_after_the_scanners() {
+        let c = Counts::new(3, 1, 1);
+        let with = [source(&[
+            (RowOf::all(), c),
+            (RowOf::scanner("XR"), c),
+            (tumour("canine lymphosarcoma"), Counts::new(1, 0, 0)),
+            (tumour("human melanoma"), c),
+        ])];
+        let table = terminal_table(&with);
+        let (scanners, tumours) = table.split_once("tumor_type").expect("a tumour type table");
+        assert!(scanners.contains("XR") && scanners.contains("all") && !scanners.contains("melanoma"), "{table}");
+        assert!(tumours.contains("canine lymphosarcoma") && tumours.contains("human melanoma"), "{table}");
+        assert!(tumours.find("canine").unwrap() < tumours.find("melanoma").unwrap());
+        let md = markdown("t", &with, &table, &[]);
+        assert!(md.contains("By tumour type:") && md.contains("| score | test | human melanoma |"), "{md}");
+        let h = html("t", &with, &[]);
+        assert!(h.contains("<h2>By tumour type</h2>") && h.contains("<th>tumor_type</th>"), "{h}");
+        assert_eq!(attributes(&with), ["tumor_type"]);
+        assert_eq!(all_rows(&with).len(), 4);
+
+        // Scanner rows only: one table, no attribute sections.
+        let without = [source(&[(RowOf::all(), c), (RowOf::scanner("XR"), c)])];
+        let table = terminal_table(&without);
+        assert_eq!(table.matches("scanner").count(), 1, "{table}");
+        assert!(!markdown("t", &without, &table, &[]).contains("By "));
+        assert!(attributes(&without).is_empty());
+    }
 }

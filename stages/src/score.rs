@@ -1,7 +1,8 @@
-//! The score stage: the MIDOG metric, per scanner. The detection threshold is chosen on the
+//! The score stage: the MIDOG metric, per scanner and per value of every other domain attribute
+//! the dataset has (MIDOG++: tumour type, species, origin lab). The detection threshold is chosen on the
 //! validation images (maximum F1) and applied to the test images; matching is the official one
 //! (7.5 µm with each image's own resolution, greedy one-to-one, F1 from summed TP/FP/FN).
-//! Every row (split × scanner, and each split overall) carries a case-level percentile bootstrap
+//! Every row (split × scanner, split × value of another attribute, and each split overall) carries a case-level percentile bootstrap
 //! interval of F1, precision and recall (`midog_eval::bootstrap`: its images resampled with
 //! replacement, 2000 times by default, seeded, so the interval is part of the stage's output and
 //! key); rows with fewer than 2 images or no mitotic figures say so instead.
@@ -20,9 +21,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::artifact::heldout::HeldoutLabels;
 use crate::artifact::inferred::{self, InferredImage, InferredImages, Role};
 use crate::artifact::output_names::output_stems;
-use crate::artifact::scores::{self, GroupScore, ImageScore, Scores};
+use crate::artifact::scores::{self, GroupScore, ImageScore, RowOf, Scores};
 use crate::artifact::tables::{DETECTIONS_FILE, Detections, TableBuilder};
-use crate::artifact::{DatasetManifest, SplitSets, write_json};
+use crate::artifact::{DatasetImage, DatasetManifest, SplitSets, write_json};
 
 /// `"best-on-val"` (maximise F1 on the validation images) or a fixed number.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,8 +118,11 @@ impl StageDef for ScoreStage {
     type Params = ScoreParams;
     const KIND: &'static str = "score";
     // 2: bootstrap intervals in every row (scores.json, metrics.parquet).
+    // Rows per tumour type (and other domain attributes) came without a bump: a MIDOG 2021
+    // dataset's outputs are byte for byte what version 2 wrote, and multi-domain datasets
+    // arrived in the same release, so no cached version-2 entry lacks rows it should have.
     const VERSION: u32 = 2;
-    const SUMMARY: &'static str = "MIDOG F1 per scanner: threshold chosen on validation, applied to test";
+    const SUMMARY: &'static str = "MIDOG F1 per scanner (and tumour type, …, where the dataset has them): threshold chosen on validation, applied to test";
     const NEEDS: &'static [&'static str] = &["nms"];
     const HIGHLIGHTS: &'static [&'static str] = &["detections_midog.json"];
 
@@ -142,6 +146,8 @@ impl StageDef for ScoreStage {
 
 struct Scored<'a> {
     image: &'a InferredImage,
+    /// The dataset's record of the image (its domains).
+    data: &'a DatasetImage,
     gt: Vec<Point>,
     dets: Vec<Detection>,
     radius_px: f64,
@@ -180,6 +186,7 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
         let gt = boxes.iter().map(|b| Point::new((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0)).collect();
         scored.push(Scored {
             image: img,
+            data: d,
             gt,
             dets: detections.of_image(img.id),
             radius_px: matcher.radius_px(img.um_per_px),
@@ -194,16 +201,22 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     if p.threshold == ThresholdChoice::BestOnVal {
         require_mitoses("validation", &val)?;
     }
+    // Scanner rows first (as MIDOG 2021 reports have always had them), then every other
+    // domain attribute of the dataset (tumour type, species, origin lab).
+    let attributes = dataset.manifest.attributes();
     for (split, set) in [("validation", &val), ("test", &test)] {
-        let mut empty: BTreeMap<&str, usize> = BTreeMap::new();
-        for s in set.iter() {
-            *empty.entry(s.image.scanner.as_str()).or_default() += s.gt.len();
-        }
-        for (scanner, _) in empty.iter().filter(|(_, n)| **n == 0) {
-            tracing::warn!(
-                "the {split} images of scanner {scanner} have no mitotic figure: their F1 only counts false \
-                 positives (0 with any detection, 1 with none) and says nothing about recall"
-            );
+        for row in rows_of(&attributes, set).iter().filter(|r| !r.is_all()) {
+            if members(set, row).iter().all(|s| s.gt.is_empty()) {
+                let what = if row.is_scanner_row() {
+                    format!("scanner {}", row.value)
+                } else {
+                    format!("{} {}", row.domain, row.value)
+                };
+                tracing::warn!(
+                    "the {split} images of {what} have no mitotic figure: their F1 only counts false \
+                     positives (0 with any detection, 1 with none) and says nothing about recall"
+                );
+            }
         }
     }
 
@@ -228,13 +241,8 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
         if set.is_empty() {
             continue;
         }
-        let mut scanners: Vec<&str> = set.iter().map(|s| s.image.scanner.as_str()).collect();
-        scanners.sort();
-        scanners.dedup();
-        groups.push(group_score(split, "all", set, threshold, &plan));
-        for sc in scanners {
-            let subset: Vec<&Scored> = set.iter().copied().filter(|s| s.image.scanner == sc).collect();
-            groups.push(group_score(split, sc, &subset, threshold, &plan));
+        for row in rows_of(&attributes, set) {
+            groups.push(group_score(split, &row, &members(set, &row), threshold, &plan));
         }
     }
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "scores and intervals of every row");
@@ -258,6 +266,7 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
             tp: c.tp,
             fp: c.fp,
             fn_: c.fn_,
+            domains: s.data.domains.clone(),
             ground_truth: s
                 .gt
                 .iter()
@@ -279,11 +288,11 @@ pub fn run(p: &ScoreParams, ctx: &StageContext) -> Result<(), StageError> {
     }
     midog.save(&ctx.out_dir().join("detections_midog.json")).map_err(StageError::domain)?;
 
-    write_tables(ctx, &groups.iter().collect::<Vec<_>>(), &images, threshold)?;
-    if let Some(all) = groups.iter().find(|g| g.split == "test" && g.scanner == "all") {
+    write_tables(ctx, &groups.iter().collect::<Vec<_>>(), &images, threshold, &attributes[1..])?;
+    if let Some(all) = groups.iter().find(|g| g.split == "test" && g.row().is_all()) {
         ctx.set_summary("test_f1", all.f1);
     }
-    for g in groups.iter().filter(|g| g.split == "test" && g.scanner != "all") {
+    for g in groups.iter().filter(|g| g.split == "test" && g.is_scanner_row() && !g.row().is_all()) {
         ctx.set_summary(&format!("test_f1_{}", g.scanner), g.f1);
     }
     ctx.set_summary("threshold", threshold);
@@ -347,6 +356,24 @@ fn require_mitoses(split: &str, set: &[&Scored]) -> Result<(), StageError> {
     Ok(())
 }
 
+/// The rows of a set of images: overall, each scanner, then each value of every other attribute
+/// (`attributes` as `DatasetManifest::attributes` lists them, the scanner first).
+fn rows_of(attributes: &[String], set: &[&Scored]) -> Vec<RowOf> {
+    let mut rows = vec![RowOf::all()];
+    for attribute in attributes {
+        let values = DatasetManifest::values_among(attribute, set.iter().map(|s| s.data));
+        // Scanner rows in name order, as they always were; other attributes as values_among
+        // sorts them (`unknown` last).
+        rows.extend(values.into_iter().map(|value| RowOf { domain: attribute.clone(), value }));
+    }
+    rows
+}
+
+/// The images of `set` that a row holds.
+fn members<'a, 'b>(set: &[&'b Scored<'a>], row: &RowOf) -> Vec<&'b Scored<'a>> {
+    set.iter().copied().filter(|s| row.is_all() || s.data.domain(&row.domain) == Some(row.value.as_str())).collect()
+}
+
 fn curve(set: &[&Scored]) -> ThresholdCurve {
     let sweep: Vec<SweepImage> =
         set.iter().map(|s| SweepImage { ground_truth: &s.gt, detections: &s.dets, radius: s.radius_px }).collect();
@@ -363,11 +390,11 @@ fn counts_at(set: &[&Scored], threshold: f64) -> Counts {
     image_counts(set, threshold).into_iter().sum()
 }
 
-fn group_score(split: &str, scanner: &str, set: &[&Scored], threshold: f64, plan: &Bootstrap) -> GroupScore {
+fn group_score(split: &str, row: &RowOf, set: &[&Scored], threshold: f64, plan: &Bootstrap) -> GroupScore {
     let per_image = image_counts(set, threshold);
     let c: Counts = per_image.iter().copied().sum();
     let curve = curve(set);
-    let (intervals, no_interval) = match plan.intervals(&per_image, scores::row_stream(split, scanner)) {
+    let (intervals, no_interval) = match plan.intervals(&per_image, scores::row_stream(split, row)) {
         Ok(i) => (Some(i), None),
         Err(why) => (None, Some(why.to_string())),
     };
@@ -377,7 +404,7 @@ fn group_score(split: &str, scanner: &str, set: &[&Scored], threshold: f64, plan
         no_interval,
         pr_curve: curve.precision_recall(),
         f1_curve: curve.f1_by_threshold(),
-        ..GroupScore::from_counts(split, scanner, set.len(), c)
+        ..GroupScore::from_counts(split, row, set.len(), c)
     }
 }
 
@@ -393,15 +420,35 @@ pub fn interval_columns(table: TableBuilder, groups: &[&GroupScore]) -> TableBui
     table.opt_str("interval_note", groups.iter().map(|g| g.no_interval.clone()).collect())
 }
 
+/// The `scanner` column of a row table, followed by `domain` and `value` where the rows are of
+/// several domain attributes: a MIDOG 2021 table keeps exactly its old columns. In a
+/// multi-domain table `scanner` is null in the rows of other attributes (they pool every
+/// scanner), `domain` names the attribute (`scanner`, `tumor_type`, …; `all` for the overall
+/// row) and `value` its value.
+pub fn row_columns(table: TableBuilder, rows: &[RowOf]) -> TableBuilder {
+    if rows.iter().all(RowOf::is_scanner_row) {
+        return table.str("scanner", rows.iter().map(|r| r.value.clone()).collect());
+    }
+    table
+        .opt_str("scanner", rows.iter().map(|r| r.is_scanner_row().then(|| r.value.clone())).collect())
+        .str("domain", rows.iter().map(domain_of).collect())
+        .str("value", rows.iter().map(|r| r.value.clone()).collect())
+}
+
+/// The `domain` cell of a row: its attribute, or `all` for the overall row.
+pub fn domain_of(row: &RowOf) -> String {
+    if row.is_all() { scores::ALL.into() } else { row.domain.clone() }
+}
+
 fn write_tables(
     ctx: &StageContext,
     groups: &[&GroupScore],
     images: &[ImageScore],
     threshold: f64,
+    extra_attributes: &[String],
 ) -> Result<(), StageError> {
-    let table = TableBuilder::new()
-        .str("split", groups.iter().map(|g| g.split.clone()).collect())
-        .str("scanner", groups.iter().map(|g| g.scanner.clone()).collect())
+    let table = TableBuilder::new().str("split", groups.iter().map(|g| g.split.clone()).collect());
+    let table = row_columns(table, &groups.iter().map(|g| g.row()).collect::<Vec<_>>())
         .u64("images", groups.iter().map(|g| g.images as u64).collect())
         .u64("tp", groups.iter().map(|g| g.tp).collect())
         .u64("fp", groups.iter().map(|g| g.fp).collect())
@@ -412,11 +459,16 @@ fn write_tables(
         .opt_f64("ap", groups.iter().map(|g| g.ap).collect())
         .f64("threshold", groups.iter().map(|_| threshold).collect());
     interval_columns(table, groups).write(&ctx.out_dir().join(scores::METRICS_FILE))?;
-    TableBuilder::new()
+    let mut table = TableBuilder::new()
         .u32("image_id", images.iter().map(|i| i.id).collect())
         .str("file_name", images.iter().map(|i| i.file_name.clone()).collect())
         .str("split", images.iter().map(|i| i.split.clone()).collect())
-        .str("scanner", images.iter().map(|i| i.scanner.clone()).collect())
+        .str("scanner", images.iter().map(|i| i.scanner.clone()).collect());
+    // A column per other domain attribute (`tumor_type`, …), only where the dataset has them.
+    for attribute in extra_attributes {
+        table = table.opt_str(attribute, images.iter().map(|i| i.domain(attribute).map(str::to_string)).collect());
+    }
+    table
         .f64("um_per_px", images.iter().map(|i| i.um_per_px).collect())
         .u64("tp", images.iter().map(|i| i.tp).collect())
         .u64("fp", images.iter().map(|i| i.fp).collect())
@@ -446,6 +498,68 @@ mod tests {
 
     fn context(inputs: Vec<Artifact>) -> StageContext {
         StageContext::detached("score_x", "score", inputs, &std::env::temp_dir())
+    }
+
+    fn dataset_image(id: u32, scanner: &str, tumour: Option<&str>) -> DatasetImage {
+        DatasetImage {
+            id,
+            file_name: format!("{id:03}.tiff"),
+            width: 100,
+            height: 100,
+            scanner: scanner.into(),
+            um_per_px: 0.25,
+            labelled: true,
+            mitoses: vec![],
+            imposters: vec![],
+            domains: tumour.map(|t| BTreeMap::from([("tumor_type".to_string(), t.to_string())])).unwrap_or_default(),
+            official_set: None,
+        }
+    }
+
+    #[test]
+    fn rows_are_overall_then_scanners_then_each_attributes_values() {
+        let data = [
+            dataset_image(1, "XR", Some("human melanoma")),
+            dataset_image(2, "CS2", Some("canine lymphosarcoma")),
+            dataset_image(3, "XR", Some("canine lymphosarcoma")),
+        ];
+        let inferred: Vec<InferredImage> = data.iter().map(|d| InferredImage::new(d, Role::Test, 1, 0.0)).collect();
+        let scored: Vec<Scored> = inferred
+            .iter()
+            .zip(&data)
+            .map(|(image, data)| Scored { image, data, gt: vec![], dets: vec![], radius_px: 30.0 })
+            .collect();
+        let set: Vec<&Scored> = scored.iter().collect();
+        let attributes = ["scanner".to_string(), "tumor_type".to_string()];
+        let rows = rows_of(&attributes, &set);
+        let labels: Vec<String> = rows.iter().map(RowOf::label).collect();
+        assert_eq!(
+            labels,
+            ["all", "CS2", "XR", "tumor_type=canine lymphosarcoma", "tumor_type=human melanoma"].map(String::from)
+        );
+        let ids = |row: &RowOf| members(&set, row).iter().map(|s| s.image.id).collect::<Vec<_>>();
+        assert_eq!(ids(&rows[0]), [1, 2, 3]);
+        assert_eq!(ids(&rows[2]), [1, 3]);
+        assert_eq!(ids(&rows[3]), [2, 3]);
+        // MIDOG 2021: the scanner is the only attribute, so the rows are what they always were.
+        let labels: Vec<String> = rows_of(&attributes[..1], &set).iter().map(RowOf::label).collect();
+        assert_eq!(labels, ["all", "CS2", "XR"]);
+    }
+
+    #[test]
+    fn a_table_of_scanner_rows_keeps_its_columns() {
+        let rows = [RowOf::all(), RowOf::scanner("XR")];
+        let df = row_columns(TableBuilder::new(), &rows).build().unwrap();
+        assert_eq!(df.get_column_names().iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["scanner"]);
+        let rows = [RowOf::all(), RowOf::scanner("XR"), RowOf { domain: "tumor_type".into(), value: "x".into() }];
+        let df = row_columns(TableBuilder::new(), &rows).build().unwrap();
+        assert_eq!(
+            df.get_column_names().iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            ["scanner", "domain", "value"]
+        );
+        assert_eq!(df.column("scanner").unwrap().null_count(), 1);
+        let domains: Vec<Option<&str>> = df.column("domain").unwrap().str().unwrap().iter().collect();
+        assert_eq!(domains, [Some("all"), Some("scanner"), Some("tumor_type")]);
     }
 
     #[test]

@@ -296,6 +296,15 @@ tile_size = 256
         let out = out.unwrap_or_else(|| panic!("no variant leaves out ids {block:?}: {splits:?}"));
         assert!(out["test"].as_array().unwrap().iter().any(|v| block.contains(&v.as_u64().unwrap())), "{out}");
     }
+    // The comparison the file's header promises: F1 and paired differences per tumour type.
+    let out = p.run(&["compare", "tumour-shift-ci.toml", "-o", "cmp"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in ["f1 per tumour type", "f1 human melanoma", "ΔF1 canine lymphosarcoma", "ΔF1 human breast cancer"]
+    {
+        assert!(text.contains(expected), "compare lacks `{expected}`:\n{text}");
+    }
+    assert!(p.path("cmp/paired_f1_tumor_type.png").is_file());
 }
 
 fn read_json(path: &Path) -> serde_json::Value {

@@ -7,6 +7,10 @@
 //! Experiments without a sweep but with several score stages (branches) are compared stage by
 //! stage. Writes the charts, `paired.parquet` (the pairwise table), `models.parquet` (the
 //! aggregates) and `compare.md` (the tables, for a write-up) into the output directory.
+//! For a dataset with more domain attributes (MIDOG++), each attribute (tumour type, species,
+//! origin lab) gets the same tables after the scanner ones — per variant, per model, paired
+//! differences — a chart of its paired differences (`paired_f1_tumor_type.png`), and its rows in
+//! both Parquet tables (`domain`, `value` columns); a MIDOG 2021 comparison is what it was.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,6 +24,7 @@ use midog_eval::{Bootstrap, Interval};
 use plot::{BarChart, LegendPosition, LineChart};
 use serde_json::Value;
 
+use crate::artifact::scores::{RowOf, attribute_name};
 use crate::artifact::tables::TableBuilder;
 use crate::comparison::{Aggregate, Model, Pair, aggregate, pair};
 use crate::results::{ResultRow, collect, metric};
@@ -183,13 +188,19 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     }
     let out = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("compare-{}", plan.experiment.name)));
     std::fs::create_dir_all(&out)?;
-    let mut scanners: Vec<String> = rows.iter().map(|r| r.group.scanner.clone()).collect();
+    let mut scanners: Vec<String> =
+        rows.iter().filter(|r| r.group.is_scanner_row()).map(|r| r.group.scanner.clone()).collect();
     scanners.sort();
     scanners.dedup();
     if let Some(i) = scanners.iter().position(|s| s == "all") {
         let all = scanners.remove(i);
         scanners.push(all);
     }
+    // The rows of the scanner tables (the overall one last), then those of each other attribute.
+    let scanner_rows: Vec<RowOf> = scanners.iter().map(|s| RowOf::scanner(s)).collect();
+    let domains = domain_rows(&rows);
+    let every_row: Vec<RowOf> =
+        scanner_rows.iter().chain(domains.iter().flat_map(|(_, r)| r.iter())).cloned().collect();
     let swept_keys: Vec<String> =
         rows.first().map(|r| r.swept.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
     let pooled = pooled_axes(&plan, &swept_keys);
@@ -197,44 +208,12 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
 
     // The per-variant table: one line per variant and score stage.
     let rank = |variant: &str| plan.variants.iter().position(|v| v.variant.name == variant).unwrap_or(usize::MAX);
-    let mut lines: BTreeMap<(usize, String, String), BTreeMap<String, &ResultRow>> = BTreeMap::new();
+    let mut lines: Lines = BTreeMap::new();
     for r in &rows {
-        lines
-            .entry((rank(&r.variant), r.variant.clone(), r.score_stage.clone()))
-            .or_default()
-            .insert(r.group.scanner.clone(), r);
+        lines.entry((rank(&r.variant), r.variant.clone(), r.score_stage.clone())).or_default().insert(r.group.row(), r);
     }
     let several_stages = rows.iter().any(|r| r.score_stage != rows[0].score_stage);
-    let mut header: Vec<String> = swept_keys.iter().map(|k| short(k).to_string()).collect();
-    if swept_keys.is_empty() {
-        header.push("variant".into());
-    }
-    if several_stages {
-        header.push("score stage".into());
-    }
-    header.extend(scanners.iter().map(|s| format!("{} {}", a.metric, s)));
-    let table: Vec<Vec<String>> = lines
-        .iter()
-        .map(|((_, variant, stage), by_scanner)| {
-            let first = by_scanner.values().next().expect("a line has a row");
-            let mut row: Vec<String> = first.swept.iter().map(|(_, v)| show(v)).collect();
-            if swept_keys.is_empty() {
-                row.push(variant.clone());
-            }
-            if several_stages {
-                row.push(stage.clone());
-            }
-            row.extend(scanners.iter().map(|s| {
-                by_scanner
-                    .get(s)
-                    .and_then(|r| {
-                        metric(&r.group, &a.metric).map(|v| value_with_interval(v, r.group.interval(&a.metric)))
-                    })
-                    .unwrap_or_else(|| "–".into())
-            }));
-            row
-        })
-        .collect();
+    let (header, table) = variant_table(&a, &lines, &swept_keys, several_stages, &scanner_rows);
     let caption = crate::uncertainty::bootstrap_caption(rows[0].scores.bootstrap.as_ref());
     println!(
         "{} ({} images, {}; brackets: {caption})\n{}",
@@ -245,35 +224,71 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     );
     let _ = writeln!(md, "{} per variant; brackets: {caption}.\n", a.metric);
     md.push_str(&markdown_table(&header, &table));
+    for (attribute, columns) in &domains {
+        let (header, table) = variant_table(&a, &lines, &swept_keys, several_stages, columns);
+        let per = attribute_name(attribute);
+        println!(
+            "\n{} per {per} ({} images)\n{}",
+            a.metric,
+            a.split,
+            engine::progress::table(&header.iter().map(String::as_str).collect::<Vec<_>>(), &table)
+        );
+        let _ = writeln!(md, "\n{} per {per}.\n", a.metric);
+        md.push_str(&markdown_table(&header, &table));
+    }
 
     let entries = models(&plan, &rows, &pooled);
     let models: Vec<Model> = entries.iter().map(|e| e.model.clone()).collect();
-    let aggregates: Vec<BTreeMap<String, Aggregate>> = models
+    let aggregates: Vec<BTreeMap<RowOf, Aggregate>> = models
         .iter()
         .map(|m| {
-            scanners.iter().filter_map(|s| aggregate(m, &a.split, s, &plan_boot).map(|g| (s.clone(), g))).collect()
+            every_row.iter().filter_map(|s| aggregate(m, &a.split, s, &plan_boot).map(|g| (s.clone(), g))).collect()
         })
         .collect();
     if models.iter().any(|m| m.replicates.len() > 1) {
-        print_aggregates(&a, &models, &aggregates, &scanners, &pooled, &mut md);
+        print_aggregates(&a, &models, &aggregates, &scanner_rows, &pooled, &mut md);
+        for (_, columns) in &domains {
+            print_aggregates(&a, &models, &aggregates, columns, &pooled, &mut md);
+        }
     }
-    write_models_parquet(&out.join("models.parquet"), &plan, &a.split, &models, &aggregates)?;
+    write_models_parquet(&out.join("models.parquet"), &plan, &a.split, &models, &aggregates, &every_row)?;
 
     let charts = draw_charts(&a, &out, &entries, &aggregates, &scanners, &swept_keys, &pooled, several_stages)?;
 
     // Paired differences.
     let pairs = pair_indices(&entries, a.against.as_deref())?;
-    let results: Vec<Vec<Pair>> = pairs
-        .iter()
-        .map(|&(i, j)| scanners.iter().map(|s| pair(&models, i, j, &a.split, s, &plan_boot)).collect())
-        .collect();
+    let pairs_of = |columns: &[RowOf]| -> Vec<Vec<Pair>> {
+        pairs
+            .iter()
+            .map(|&(i, j)| columns.iter().map(|s| pair(&models, i, j, &a.split, s, &plan_boot)).collect())
+            .collect()
+    };
+    let results = pairs_of(&scanner_rows);
+    let by_domain: Vec<(&String, Vec<Vec<Pair>>)> = domains.iter().map(|(d, columns)| (d, pairs_of(columns))).collect();
     if !pairs.is_empty() {
-        print_pairs(&a, &plan_boot, &models, &results, &scanners, &mut md);
-        write_pairs_parquet(&out.join("paired.parquet"), &plan, &a.split, &plan_boot, &models, &results)?;
+        print_pairs(&a, &plan_boot, &models, &results, &scanner_rows, "", &mut md);
+        for ((attribute, columns), (_, results)) in domains.iter().zip(&by_domain) {
+            let per = format!(" per {}", attribute_name(attribute));
+            print_pairs(&a, &plan_boot, &models, results, columns, &per, &mut md);
+        }
+        let verdict = verdict(&models, results.iter().chain(by_domain.iter().flat_map(|(_, r)| r.iter())));
+        println!("\n{verdict}");
+        let _ = writeln!(md, "\n{verdict}");
+        let all_pairs: Vec<Vec<Pair>> =
+            results.iter().cloned().chain(by_domain.iter().flat_map(|(_, r)| r.iter().cloned())).collect();
+        write_pairs_parquet(&out.join("paired.parquet"), &plan, &a.split, &plan_boot, &models, &all_pairs)?;
         let file = out.join("paired_f1.png");
-        draw_pairs(&file, &a.split, &models, &results, &scanners)?;
+        draw_pairs(&file, &format!("{} F1 difference", a.split), &models, &results, &scanners)?;
         let _ = writeln!(md, "\n![paired F1 differences](paired_f1.png)");
         println!("chart: {}", file.display());
+        for ((attribute, columns), (_, results)) in domains.iter().zip(&by_domain) {
+            let name = format!("paired_f1_{attribute}.png");
+            let values: Vec<String> = columns.iter().map(|r| r.value.clone()).collect();
+            let title = format!("{} F1 difference per {}", a.split, attribute_name(attribute));
+            draw_pairs(&out.join(&name), &title, &models, results, &values)?;
+            let _ = writeln!(md, "\n![paired F1 differences per {}]({name})", attribute_name(attribute));
+            println!("chart: {}", out.join(&name).display());
+        }
         println!("table: {}", out.join("paired.parquet").display());
     } else {
         println!("\nno pairs of models to compare (one model per score stage)");
@@ -292,6 +307,70 @@ pub fn run(a: CompareArgs, registry: &engine::Registry) -> Result<()> {
     Ok(())
 }
 
+/// The per-variant lines: (declared position, variant, score stage) → that line's rows.
+type Lines<'a> = BTreeMap<(usize, String, String), BTreeMap<RowOf, &'a &'a ResultRow>>;
+
+/// The rows of each domain attribute besides the scanner (`tumor_type`, …) that the results
+/// have, in the score stage's order.
+fn domain_rows(rows: &[&ResultRow]) -> Vec<(String, Vec<RowOf>)> {
+    let mut out: Vec<(String, Vec<RowOf>)> = Vec::new();
+    for r in rows.iter().filter(|r| !r.group.is_scanner_row()) {
+        let row = r.group.row();
+        match out.iter_mut().find(|(d, _)| *d == row.domain) {
+            Some((_, v)) if v.contains(&row) => {}
+            Some((_, v)) => v.push(row),
+            None => out.push((row.domain.clone(), vec![row])),
+        }
+    }
+    out
+}
+
+/// How a table's column names a row: the scanner or value, or `all`.
+fn column_label(row: &RowOf) -> String {
+    row.value.clone()
+}
+
+/// The per-variant table over `columns`: a line per variant and score stage.
+fn variant_table(
+    a: &CompareArgs,
+    lines: &Lines,
+    swept_keys: &[String],
+    several_stages: bool,
+    columns: &[RowOf],
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header: Vec<String> = swept_keys.iter().map(|k| short(k).to_string()).collect();
+    if swept_keys.is_empty() {
+        header.push("variant".into());
+    }
+    if several_stages {
+        header.push("score stage".into());
+    }
+    header.extend(columns.iter().map(|s| format!("{} {}", a.metric, column_label(s))));
+    let table: Vec<Vec<String>> = lines
+        .iter()
+        .map(|((_, variant, stage), by_row)| {
+            let first = by_row.values().next().expect("a line has a row");
+            let mut row: Vec<String> = first.swept.iter().map(|(_, v)| show(v)).collect();
+            if swept_keys.is_empty() {
+                row.push(variant.clone());
+            }
+            if several_stages {
+                row.push(stage.clone());
+            }
+            row.extend(columns.iter().map(|s| {
+                by_row
+                    .get(s)
+                    .and_then(|r| {
+                        metric(&r.group, &a.metric).map(|v| value_with_interval(v, r.group.interval(&a.metric)))
+                    })
+                    .unwrap_or_else(|| "–".into())
+            }));
+            row
+        })
+        .collect();
+    (header, table)
+}
+
 fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
     let mut s =
         format!("| {} |\n|{}|\n", header.join(" | "), header.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
@@ -304,14 +383,14 @@ fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
 fn print_aggregates(
     a: &CompareArgs,
     models: &[Model],
-    aggregates: &[BTreeMap<String, Aggregate>],
-    scanners: &[String],
+    aggregates: &[BTreeMap<RowOf, Aggregate>],
+    scanners: &[RowOf],
     pooled: &[String],
     md: &mut String,
 ) {
     let over = pooled.iter().map(|k| short(k)).collect::<Vec<_>>().join(" × ");
     let mut header = vec!["model".to_string(), over.clone()];
-    header.extend(scanners.iter().map(|s| format!("F1 {s}")));
+    header.extend(scanners.iter().map(|s| format!("F1 {}", column_label(s))));
     header.push("val F1".into());
     let rows: Vec<Vec<String>> = models
         .iter()
@@ -393,11 +472,12 @@ fn print_pairs(
     boot: &Bootstrap,
     models: &[Model],
     results: &[Vec<Pair>],
-    scanners: &[String],
+    scanners: &[RowOf],
+    per: &str,
     md: &mut String,
 ) {
     let mut header = vec!["a".to_string(), "b".to_string()];
-    header.extend(scanners.iter().map(|s| format!("ΔF1 {s}")));
+    header.extend(scanners.iter().map(|s| format!("ΔF1 {}", column_label(s))));
     let rows: Vec<Vec<String>> = results
         .iter()
         .map(|per_scanner| {
@@ -411,7 +491,7 @@ fn print_pairs(
         })
         .collect();
     let caption = format!(
-        "{} F1 difference a − b, paired {:.0} % bootstrap interval (the same {} images resampled for both, {} resamples); {SUPPORTED} = the interval excludes 0",
+        "{} F1 difference a − b{per}, paired {:.0} % bootstrap interval (the same {} images resampled for both, {} resamples); {SUPPORTED} = the interval excludes 0",
         a.split,
         a.level * 100.0,
         a.split,
@@ -420,16 +500,13 @@ fn print_pairs(
     println!("\n{caption}\n{}", engine::progress::table(&header.iter().map(String::as_str).collect::<Vec<_>>(), &rows));
     let _ = writeln!(md, "\n{caption}.\n");
     md.push_str(&markdown_table(&header, &rows));
-    let verdict = verdict(models, results);
-    println!("\n{verdict}");
-    let _ = writeln!(md, "\n{verdict}");
 }
 
 /// One paragraph: the differences the data supports, and how many it does not.
-fn verdict(models: &[Model], results: &[Vec<Pair>]) -> String {
+fn verdict<'a>(models: &[Model], results: impl Iterator<Item = &'a Vec<Pair>>) -> String {
     let mut supported = Vec::new();
     let (mut tested, mut not_tested) = (0, 0);
-    for p in results.iter().flatten() {
+    for p in results.flatten() {
         match &p.result {
             Ok(d) => {
                 tested += 1;
@@ -439,7 +516,13 @@ fn verdict(models: &[Model], results: &[Vec<Pair>]) -> String {
                         "{} beats {} on {} (ΔF1 {:+.3} [{:+.3}, {:+.3}])",
                         models[better].label,
                         models[worse].label,
-                        if p.scanner == "all" { "all images".to_string() } else { p.scanner.clone() },
+                        if p.row.is_all() {
+                            "all images".to_string()
+                        } else if p.row.is_scanner_row() {
+                            p.row.value.clone()
+                        } else {
+                            format!("{} ({})", p.row.value, attribute_name(&p.row.domain))
+                        },
                         d.difference.abs(),
                         if d.difference > 0.0 { d.interval.lo } else { -d.interval.hi },
                         if d.difference > 0.0 { d.interval.hi } else { -d.interval.lo },
@@ -469,7 +552,9 @@ fn pair_label(models: &[Model], p: &Pair) -> String {
     format!("{} − {}", models[p.a].label, models[p.b].label)
 }
 
-fn draw_pairs(file: &Path, split: &str, models: &[Model], results: &[Vec<Pair>], scanners: &[String]) -> Result<()> {
+/// A bar chart of paired differences: a group per pair, a bar per column (`series`: scanners,
+/// or the values of one domain attribute).
+fn draw_pairs(file: &Path, title: &str, models: &[Model], results: &[Vec<Pair>], scanners: &[String]) -> Result<()> {
     let groups: Vec<String> = results.iter().map(|r| pair_label(models, &r[0])).collect();
     let width = (160 + groups.len() * (40 + 22 * scanners.len())).clamp(760, 4000) as u32;
     // Symmetric about 0, so the sign of every difference reads at a glance.
@@ -480,7 +565,7 @@ fn draw_pairs(file: &Path, split: &str, models: &[Model], results: &[Vec<Pair>],
         .flat_map(|d| [d.interval.lo.abs(), d.interval.hi.abs(), d.difference.abs()])
         .fold(0.05, f64::max)
         * 1.2;
-    let mut chart = BarChart::new(format!("{split} F1 difference, paired 95 % bootstrap (* = excludes 0)"), groups)
+    let mut chart = BarChart::new(format!("{title}, paired 95 % bootstrap (* = excludes 0)"), groups)
         .y_label("ΔF1")
         .y_range(-reach, reach)
         .value_labels(2)
@@ -509,7 +594,7 @@ fn draw_charts(
     a: &CompareArgs,
     out: &Path,
     entries: &[Entry],
-    aggregates: &[BTreeMap<String, Aggregate>],
+    aggregates: &[BTreeMap<RowOf, Aggregate>],
     scanners: &[String],
     swept_keys: &[String],
     pooled: &[String],
@@ -525,7 +610,7 @@ fn draw_charts(
         }
         // Pooled replicates: the F1 mean with its two-level interval; other metrics averaged.
         if a.metric == "f1" {
-            let agg = aggregates[i].get(s)?;
+            let agg = aggregates[i].get(&RowOf::scanner(s))?;
             return Some((agg.mean, agg.pooled.as_ref().ok().copied()));
         }
         let v: Vec<f64> = e
@@ -638,23 +723,23 @@ fn write_pairs_parquet(
 ) -> Result<()> {
     let all: Vec<&Pair> = results.iter().flatten().collect();
     let ok = |p: &Pair| p.result.as_ref().ok().copied();
-    let f1_of = |m: &Model, scanner: &str| {
-        let v: Vec<f64> = m.replicates.iter().filter_map(|r| r.group(split, scanner).map(|g| g.f1)).collect();
+    let f1_of = |m: &Model, row: &RowOf| {
+        let v: Vec<f64> = m.replicates.iter().filter_map(|r| r.row(split, row).map(|g| g.f1)).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    TableBuilder::new()
+    let table = TableBuilder::new()
         .str("experiment", all.iter().map(|_| plan.experiment.name.clone()).collect())
         .str("score_stage_a", all.iter().map(|p| models[p.a].score_stage.clone()).collect())
         .str("score_stage_b", all.iter().map(|p| models[p.b].score_stage.clone()).collect())
-        .str("split", all.iter().map(|_| split.to_string()).collect())
-        .str("scanner", all.iter().map(|p| p.scanner.clone()).collect())
+        .str("split", all.iter().map(|_| split.to_string()).collect());
+    crate::score::row_columns(table, &all.iter().map(|p| p.row.clone()).collect::<Vec<_>>())
         .str("a", all.iter().map(|p| models[p.a].label.clone()).collect())
         .str("b", all.iter().map(|p| models[p.b].label.clone()).collect())
         .u64("replicates_a", all.iter().map(|p| models[p.a].replicates.len() as u64).collect())
         .u64("replicates_b", all.iter().map(|p| models[p.b].replicates.len() as u64).collect())
         .u64("images", all.iter().map(|p| p.images as u64).collect())
-        .opt_f64("f1_a", all.iter().map(|p| f1_of(&models[p.a], &p.scanner)).collect())
-        .opt_f64("f1_b", all.iter().map(|p| f1_of(&models[p.b], &p.scanner)).collect())
+        .opt_f64("f1_a", all.iter().map(|p| f1_of(&models[p.a], &p.row)).collect())
+        .opt_f64("f1_b", all.iter().map(|p| f1_of(&models[p.b], &p.row)).collect())
         .opt_f64("difference", all.iter().map(|p| ok(p).map(|d| d.difference)).collect())
         .opt_f64("lo", all.iter().map(|p| ok(p).map(|d| d.interval.lo)).collect())
         .opt_f64("hi", all.iter().map(|p| ok(p).map(|d| d.interval.hi)).collect())
@@ -672,16 +757,25 @@ fn write_models_parquet(
     plan: &Plan,
     split: &str,
     models: &[Model],
-    aggregates: &[BTreeMap<String, Aggregate>],
+    aggregates: &[BTreeMap<RowOf, Aggregate>],
+    every_row: &[RowOf],
 ) -> Result<()> {
-    let rows: Vec<(&Model, &Aggregate)> =
-        models.iter().zip(aggregates).flat_map(|(m, aggs)| aggs.values().map(move |g| (m, g))).collect();
-    TableBuilder::new()
+    // Scanner rows in name order (as this table always had them), then the other attributes'.
+    let rows: Vec<(&Model, &Aggregate)> = models
+        .iter()
+        .zip(aggregates)
+        .flat_map(|(m, aggs)| {
+            let scanners = aggs.values().filter(|g| g.row.is_scanner_row());
+            let others = every_row.iter().filter(|r| !r.is_scanner_row()).filter_map(|r| aggs.get(r));
+            scanners.chain(others).map(move |g| (m, g))
+        })
+        .collect();
+    let table = TableBuilder::new()
         .str("experiment", rows.iter().map(|_| plan.experiment.name.clone()).collect())
         .str("model", rows.iter().map(|(m, _)| m.label.clone()).collect())
         .str("score_stage", rows.iter().map(|(m, _)| m.score_stage.clone()).collect())
-        .str("split", rows.iter().map(|_| split.to_string()).collect())
-        .str("scanner", rows.iter().map(|(_, g)| g.scanner.clone()).collect())
+        .str("split", rows.iter().map(|_| split.to_string()).collect());
+    crate::score::row_columns(table, &rows.iter().map(|(_, g)| g.row.clone()).collect::<Vec<_>>())
         .u64("replicates", rows.iter().map(|(m, _)| m.replicates.len() as u64).collect())
         .f64("f1_mean", rows.iter().map(|(_, g)| g.mean).collect())
         .opt_f64("f1_sd", rows.iter().map(|(_, g)| g.sd).collect())

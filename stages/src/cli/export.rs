@@ -2,6 +2,10 @@
 //! a row per experiment, variant, score stage, split and scanner, with every stage parameter and
 //! every swept key as columns, and the metrics with their bootstrap intervals (`f1_lo`, `f1_hi`,
 //! …; null with `interval_note` saying why where a row has none).
+//! Results of a dataset with more domain attributes (MIDOG++) add a row per split and value of
+//! each (tumour type, species, origin lab), and the table then has `domain` (`scanner`,
+//! `tumor_type`, …; `all` for the overall row) and `value` columns after `scanner`, which is
+//! null in the rows of other attributes; a table of MIDOG 2021 results alone has neither.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +17,7 @@ use engine::{Plan, Store};
 use polars::prelude::*;
 use serde_json::Value;
 
+use crate::artifact::scores::RowOf;
 use crate::results::ResultRow;
 
 #[derive(Args, Debug)]
@@ -30,6 +35,8 @@ pub struct ExportArgs {
 /// One exported row before it becomes columns.
 struct Row {
     cells: BTreeMap<String, Value>,
+    /// Which images the row holds (its `domain` and `value` columns in a multi-domain table).
+    row: RowOf,
 }
 
 pub fn run(a: ExportArgs, registry: &engine::Registry) -> Result<()> {
@@ -60,7 +67,7 @@ fn cells(r: ResultRow) -> Row {
         ("variant", Value::from(r.variant.clone())),
         ("score_stage", Value::from(r.score_stage.clone())),
         ("split", Value::from(g.split.clone())),
-        ("scanner", Value::from(g.scanner.clone())),
+        ("scanner", if g.is_scanner_row() { Value::from(g.scanner.clone()) } else { Value::Null }),
         ("images", Value::from(g.images as u64)),
         ("tp", Value::from(g.tp)),
         ("fp", Value::from(g.fp)),
@@ -86,12 +93,28 @@ fn cells(r: ResultRow) -> Row {
     for (k, v) in r.params {
         cells.insert(format!("param.{k}"), v);
     }
-    Row { cells }
+    Row { cells, row: g.row() }
 }
 
 /// Columns in a fixed order (identity, metrics, sweeps, params); each column typed by its values:
 /// all numbers → float, all booleans → bool, anything else → string (lists as JSON).
 fn to_frame(rows: &[Row]) -> Result<DataFrame> {
+    let multi_domain = rows.iter().any(|r| !r.row.is_scanner_row());
+    let filled: Vec<Row>;
+    let rows = if multi_domain {
+        filled = rows
+            .iter()
+            .map(|r| {
+                let mut cells = r.cells.clone();
+                cells.insert("domain".into(), Value::from(crate::score::domain_of(&r.row)));
+                cells.insert("value".into(), Value::from(r.row.value.clone()));
+                Row { cells, row: r.row.clone() }
+            })
+            .collect();
+        &filled[..]
+    } else {
+        rows
+    };
     const LEADING: [&str; 21] = [
         "experiment",
         "variant",
@@ -116,8 +139,11 @@ fn to_frame(rows: &[Row]) -> Result<DataFrame> {
         "threshold",
     ];
     let mut names: Vec<String> = LEADING.iter().map(|s| s.to_string()).collect();
+    if multi_domain {
+        names.splice(5..5, ["domain".to_string(), "value".to_string()]);
+    }
     let mut rest: Vec<String> =
-        rows.iter().flat_map(|r| r.cells.keys().cloned()).filter(|k| !LEADING.contains(&k.as_str())).collect();
+        rows.iter().flat_map(|r| r.cells.keys().cloned()).filter(|k| !names.contains(k)).collect();
     rest.sort_by_key(|k| (!k.starts_with("sweep."), k.clone()));
     rest.dedup();
     names.extend(rest);
@@ -153,4 +179,35 @@ fn to_frame(rows: &[Row]) -> Result<DataFrame> {
         columns.push(col);
     }
     Ok(DataFrame::new_infer_height(columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(row: RowOf) -> Row {
+        let mut cells = BTreeMap::new();
+        let scanner = if row.is_scanner_row() { Value::from(row.value.clone()) } else { Value::Null };
+        cells.insert("scanner".to_string(), scanner);
+        cells.insert("f1".to_string(), Value::from(0.5));
+        cells.insert("param.score.radius_um".to_string(), Value::from(7.5));
+        Row { cells, row }
+    }
+
+    #[test]
+    fn domain_and_value_columns_only_with_rows_of_other_attributes() {
+        let df = to_frame(&[row(RowOf::all()), row(RowOf::scanner("XR"))]).unwrap();
+        let names = df.get_column_names().iter().map(|n| n.as_str()).collect::<Vec<_>>();
+        assert_eq!(&names[3..6], ["split", "scanner", "images"]);
+        assert!(!names.contains(&"domain") && !names.contains(&"value"));
+
+        let tumour = RowOf { domain: "tumor_type".into(), value: "human melanoma".into() };
+        let df = to_frame(&[row(RowOf::all()), row(RowOf::scanner("XR")), row(tumour)]).unwrap();
+        let names = df.get_column_names().iter().map(|n| n.as_str()).collect::<Vec<_>>();
+        assert_eq!(&names[3..8], ["split", "scanner", "domain", "value", "images"]);
+        let col = |n: &str| df.column(n).unwrap().str().unwrap().iter().collect::<Vec<_>>();
+        assert_eq!(col("domain"), [Some("all"), Some("scanner"), Some("tumor_type")]);
+        assert_eq!(col("value"), [Some("all"), Some("XR"), Some("human melanoma")]);
+        assert_eq!(col("scanner"), [Some("all"), Some("XR"), None]);
+    }
 }
