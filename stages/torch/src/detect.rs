@@ -90,7 +90,7 @@ pub fn run(a: &DetectArgs) -> Result<()> {
         };
         let start = std::time::Instant::now();
         let normalise = match &stain {
-            Some(r) => Some(r.transform(path, "pipeline detect (the checkpoint's stain normalisation)")?),
+            Some(r) => r.transform(path, "pipeline detect (the checkpoint's stain normalisation)")?,
             None => None,
         };
         let found = detector.detect_normalised(&tiff, normalise.as_ref(), &mut |_| true).map_err(anyhow::Error::msg)?;

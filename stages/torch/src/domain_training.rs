@@ -96,16 +96,16 @@ pub fn prepare(
             let reference = crate::stain_norm::reference(&paths, method.method(), &what).map_err(located)?;
             let all: Vec<_> = images.iter().map(|i| i.path.clone()).collect();
             for (image, t) in images.iter_mut().zip(reference.transforms(&all, &what).map_err(located)?) {
-                image.stain = Some(t);
+                image.stain = t;
             }
             let val_paths: Vec<_> = val.images.iter().map(|i| i.path.clone()).collect();
             for (image, t) in val.images.iter_mut().zip(reference.transforms(&val_paths, &what).map_err(located)?) {
-                image.stain = Some(t);
+                image.stain = t;
             }
             tracing::info!(
                 "stain normalisation ({}) to the reference of {} training images",
                 method.method().name(),
-                paths.len()
+                reference.images
             );
             Some(reference)
         }

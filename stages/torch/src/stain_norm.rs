@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use engine::StageError;
 use midog_data::TiffImage;
-use midog_data::stain::{StainMethod, StainStats, StainTransform, sample_image};
+use midog_data::stain::{StainError, StainMethod, StainStats, StainTransform, sample_image};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -48,37 +48,88 @@ pub fn image_stats(path: &Path, method: StainMethod, what: &str) -> Result<Stain
     StainStats::estimate(method, &sample(path)?).map_err(|e| no_tissue(path, what, e))
 }
 
-/// The reference of the training images `paths`, in parallel.
+/// The statistics of one image file, `None` when it has too little tissue to estimate stains
+/// from (a region of glass: there is nothing to normalise).
+fn tissue_stats(path: &Path, method: StainMethod, what: &str) -> Result<Option<StainStats>, StageError> {
+    match StainStats::estimate(method, &sample(path)?) {
+        Ok(stats) => Ok(Some(stats)),
+        Err(StainError::NoTissue { .. }) => Ok(None),
+        Err(e) => Err(no_tissue(path, what, e)),
+    }
+}
+
+/// The reference of the training images `paths`, in parallel. Images without tissue stay out of
+/// it (with a warning naming them); none with tissue is an error naming the first.
 pub fn reference(paths: &[PathBuf], method: StainMethod, what: &str) -> Result<StainReference, StageError> {
-    let samples: Vec<Vec<u8>> = paths
+    let samples: Vec<Option<Vec<u8>>> = paths
         .par_iter()
         .map(|p| {
             let s = sample(p)?;
-            // Each image must have tissue of its own (the same check as its own map needs).
-            StainStats::estimate(method, &s).map_err(|e| no_tissue(p, what, e))?;
+            match StainStats::estimate(method, &s) {
+                Ok(_) => {}
+                Err(StainError::NoTissue { .. }) => return Ok(None),
+                Err(e) => return Err(no_tissue(p, what, e)),
+            }
             let n = s.len() / 3;
             let stride = n.div_ceil(POOL_PIXELS_PER_IMAGE).max(1);
-            Ok(s.chunks_exact(3).step_by(stride).flatten().copied().collect())
+            Ok(Some(s.chunks_exact(3).step_by(stride).flatten().copied().collect()))
         })
         .collect::<Result<_, StageError>>()?;
-    let pooled: Vec<u8> = samples.concat();
+    let glass: Vec<&PathBuf> = paths.iter().zip(&samples).filter(|(_, s)| s.is_none()).map(|(p, _)| p).collect();
+    if glass.len() == paths.len() {
+        let first = paths.first().ok_or_else(|| StageError::msg(format!("{what}: no training images")))?;
+        return Err(image_stats(first, method, what).err().unwrap_or_else(|| {
+            StageError::msg(format!("{what}: no training image has tissue to take a reference from"))
+        }));
+    }
+    if !glass.is_empty() {
+        tracing::warn!("{what}: {}", without_tissue(&glass, "left out of the reference"));
+    }
+    let pooled: Vec<u8> = samples.into_iter().flatten().flatten().collect();
     let reference = StainStats::estimate(method, &pooled)
         .map_err(|e| StageError::msg(format!("{what}: the pooled training images: {e}")))?;
-    Ok(StainReference { method, reference, images: paths.len() })
+    Ok(StainReference { method, reference, images: paths.len() - glass.len() })
+}
+
+/// "N images have too little tissue to estimate stains from (a, b, …): WHAT".
+fn without_tissue(paths: &[&PathBuf], what: &str) -> String {
+    let names: Vec<String> = paths.iter().take(5).map(|p| p.display().to_string()).collect();
+    let more = if paths.len() > 5 { format!(" and {} more", paths.len() - 5) } else { String::new() };
+    format!(
+        "{} image{} too little tissue to estimate stains from ({}{more}): {what}",
+        paths.len(),
+        if paths.len() == 1 { " has" } else { "s have" },
+        names.join(", ")
+    )
 }
 
 impl StainReference {
-    /// Each image's map onto the reference, in parallel.
-    pub fn transforms(&self, paths: &[PathBuf], what: &str) -> Result<Vec<StainTransform>, StageError> {
-        paths.par_iter().map(|p| self.transform(p, what)).collect()
+    /// Each image's map onto the reference, in parallel; `None` for an image without tissue,
+    /// which is left as it is (with one warning naming such images).
+    pub fn transforms(&self, paths: &[PathBuf], what: &str) -> Result<Vec<Option<StainTransform>>, StageError> {
+        let maps: Vec<Option<StainTransform>> =
+            paths.par_iter().map(|p| self.transform_quietly(p, what)).collect::<Result<_, _>>()?;
+        let glass: Vec<&PathBuf> = paths.iter().zip(&maps).filter(|(_, m)| m.is_none()).map(|(p, _)| p).collect();
+        if !glass.is_empty() {
+            tracing::warn!("{what}: {}", without_tissue(&glass, "not normalised"));
+        }
+        Ok(maps)
     }
 
-    pub fn transform(&self, path: &Path, what: &str) -> Result<StainTransform, StageError> {
-        let stats = image_stats(path, self.method, what)?;
-        StainTransform::between(&stats, &self.reference).map_err(StageError::domain)
+    /// One image's map onto the reference; `None` (with a warning) for an image without tissue.
+    pub fn transform(&self, path: &Path, what: &str) -> Result<Option<StainTransform>, StageError> {
+        let map = self.transform_quietly(path, what)?;
+        if map.is_none() {
+            tracing::warn!("{what}: {}", without_tissue(&[&path.to_path_buf()], "not normalised"));
+        }
+        Ok(map)
     }
 
-    /// The checkpoint metadata entry.
+    fn transform_quietly(&self, path: &Path, what: &str) -> Result<Option<StainTransform>, StageError> {
+        let Some(stats) = tissue_stats(path, self.method, what)? else { return Ok(None) };
+        StainTransform::between(&stats, &self.reference).map(Some).map_err(StageError::domain)
+    }
+
     pub fn metadata(&self) -> Result<HashMap<String, String>, StageError> {
         let json = serde_json::to_string(self).map_err(|e| StageError::msg(e.to_string()))?;
         Ok(HashMap::from([(METADATA_KEY.to_string(), json)]))
@@ -147,18 +198,25 @@ mod tests {
     }
 
     #[test]
-    fn an_image_without_tissue_is_an_error_naming_the_file_and_the_key() {
+    fn images_without_tissue_stay_out_of_the_reference_and_only_all_glass_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let glass = dir.path().join("glass.tiff");
         flat_tiff(&glass, [246, 244, 247]);
         let tissue = synthetic(dir.path(), "XR");
         for method in [StainMethod::Macenko, StainMethod::Reinhard] {
             let what = "stages.train.stain_norm = \"macenko\"";
-            let e = reference(&[tissue.clone(), glass.clone()], method, what).unwrap_err().to_string();
+            // A region of glass among the training images: left out, the reference is the tissue's.
+            let with_glass = reference(&[tissue.clone(), glass.clone()], method, what).unwrap();
+            let alone = reference(std::slice::from_ref(&tissue), method, what).unwrap();
+            assert_eq!(with_glass.reference, alone.reference);
+            assert_eq!(with_glass.images, 1);
+            // Nothing to normalise on glass: the image stays as it is.
+            assert!(alone.transform(&glass, "tile_infer").unwrap().is_none());
+            let maps = alone.transforms(&[tissue.clone(), glass.clone()], "tile_infer").unwrap();
+            assert!(maps[0].is_some() && maps[1].is_none());
+            // No training image with tissue: an error naming the file and the key.
+            let e = reference(std::slice::from_ref(&glass), method, what).unwrap_err().to_string();
             assert!(e.contains("glass.tiff") && e.contains("no tissue") && e.contains("stain_norm"), "{e}");
-            let r = reference(std::slice::from_ref(&tissue), method, what).unwrap();
-            let e = r.transform(&glass, "tile_infer").unwrap_err().to_string();
-            assert!(e.contains("glass.tiff") && e.contains("no tissue"), "{e}");
         }
     }
 
@@ -172,7 +230,7 @@ mod tests {
         assert_eq!(StainReference::from_metadata(&xr, &HashMap::new()).unwrap(), None);
         // GT450 normalised onto the XR reference has XR-like stains.
         let mut pixels = sample(&gt450).unwrap();
-        r.transform(&gt450, "test").unwrap().apply(&mut pixels);
+        r.transform(&gt450, "test").unwrap().unwrap().apply(&mut pixels);
         let after = StainStats::estimate(StainMethod::Macenko, &pixels).unwrap();
         let (StainStats::Macenko(after), StainStats::Macenko(reference)) = (after, &r.reference) else {
             unreachable!()

@@ -66,7 +66,7 @@ pub fn run(p: &TileInferParams, ctx: &StageContext) -> Result<(), StageError> {
             Arc::new(TiffImage::open_with_cache(dataset.path_of(img), cache.clone()).map_err(StageError::domain)?);
         let progress = ctx.progress();
         let normalise = match &stain {
-            Some(r) => Some(r.transform(&dataset.path_of(img), "tile_infer (the train stage's stain_norm)")?),
+            Some(r) => r.transform(&dataset.path_of(img), "tile_infer (the train stage's stain_norm)")?,
             None => None,
         };
         let found = detector
