@@ -193,6 +193,35 @@ needs = ["t"]
 }
 
 #[test]
+fn one_variant_of_a_sweep_runs_alone_on_a_fresh_cache_and_then_shares_with_the_rest() {
+    // The stages shared by every variant are jobs that stand for their first variant; running
+    // only a later one must still run them (it used to panic looking up the first variant).
+    let p = Project::new(testbed());
+    p.write("input.txt", "x\n");
+    p.write(
+        "exp.toml",
+        r#"[stages.source]
+file = "input.txt"
+[stages.t]
+kind = "transform"
+[stages.u]
+kind = "transform"
+needs = ["t"]
+[sweep]
+"stages.u.factor" = [1, 2, 3]
+"#,
+    );
+    let out = p.run(&["run", "exp.toml", "--json", "--variant", "factor=3"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let r = statuses(&out);
+    assert_eq!(r.keys().collect::<Vec<_>>(), ["source@factor=3", "t@factor=3", "u@factor=3"], "{r:?}");
+    assert!(r.values().all(|s| s == "ran"), "{r:?}");
+    // The other variants then reuse what it made.
+    let all = p.run_json("exp.toml");
+    assert_eq!(all.iter().filter(|(_, s)| *s == "ran").count(), 2, "only u for factor=1 and 2: {all:?}");
+}
+
+#[test]
 fn relative_paths_resolve_against_the_file_that_wrote_them() {
     let p = Project::new(testbed());
     // The base file and its input live in a sub-directory; the experiment extends it from above.

@@ -259,8 +259,11 @@ fn result_rows(plan: &Plan, report: &RunReport) -> Vec<ResultRow> {
         for (name, s) in &vp.stages {
             let idx = plan.job_of(&s.key).expect("every stage has a job");
             let o = &report.outcomes[idx];
-            // A job shared by several variants ran once; the others show it as cached.
-            let first_user = &plan.jobs[idx].users[0];
+            // A job shared by several variants ran once: its first user shown (a variant left out
+            // by `--variant` is not) has it as run, the others as cached.
+            let users = &plan.jobs[idx].users;
+            let shown = |(v, _): &&(String, String)| plan.variants.iter().any(|p| &p.variant.name == v);
+            let first_user = users.iter().find(shown).unwrap_or(&users[0]);
             let status = if o.status == Status::Ran && (first_user.0 != vp.variant.name || &first_user.1 != name) {
                 Status::Cached
             } else {

@@ -117,6 +117,10 @@ pub struct Plan {
     /// `[run]` and the back-ends' tables, typed.
     pub run: RunConfig,
     pub variants: Vec<VariantPlan>,
+    /// Variants left out by a selection (`--variant`): their stages are not shown, but a
+    /// selected stage may share a job with them (the job stands for its first user, perhaps
+    /// one of these) or read them (a fan-in's members), so jobs still resolve through them.
+    pub unselected: Vec<VariantPlan>,
     /// Jobs in an order where dependencies come first.
     pub jobs: Vec<Job>,
 }
@@ -225,13 +229,15 @@ impl Plan {
             let (v, n) = &job.users[0];
             job.stage = variants[index[v.as_str()]].stages[n].clone();
         }
-        Ok(Plan { experiment, run, variants, jobs })
+        Ok(Plan { experiment, run, variants, unselected: Vec::new(), jobs })
     }
 
     /// Keeps only the named variants and the jobs they reach (their fan-in members in other
     /// variants included).
     fn keep_variants(mut self, names: &[String]) -> Plan {
-        self.variants.retain(|v| names.contains(&v.variant.name));
+        let (selected, unselected) =
+            std::mem::take(&mut self.variants).into_iter().partition(|v| names.contains(&v.variant.name));
+        (self.variants, self.unselected) = (selected, unselected);
         let mut keep = vec![false; self.jobs.len()];
         let mut stack: Vec<usize> = self
             .variants
@@ -257,8 +263,9 @@ impl Plan {
         self
     }
 
+    /// A variant of the plan, selected or not (see [`Plan::unselected`]).
     pub fn variant(&self, name: &str) -> Option<&VariantPlan> {
-        self.variants.iter().find(|v| v.variant.name == name)
+        self.variants.iter().chain(&self.unselected).find(|v| v.variant.name == name)
     }
 
     pub fn job_of(&self, key: &StageKey) -> Option<usize> {
